@@ -1,0 +1,49 @@
+"""The `docemb` command. Each subcommand is a stage module with add_arguments() and run();
+only the chosen stage is imported, so `docemb synth` does not pay for torch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from docemb.errors import DocembError
+
+STAGES = {
+    "synth": ("docemb.synth.cli", "generate template documents (the default training and eval data)"),
+    "train": ("docemb.train.cli", "train an embedder with a margin loss through PartialFC"),
+    "export": ("docemb.export.cli", "export a checkpoint to ONNX, with its preprocessing contract"),
+    "quantize": ("docemb.quantize.cli", "int8 post-training quantization of an ONNX model"),
+    "bench": ("docemb.benchmark.cli", "size, drift, Recall@1 and latency of exported models"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="docemb", description="Train, export, quantize and benchmark a document embedder.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, summary) in STAGES.items():
+        sub = subparsers.add_parser(name, help=summary, description=summary)
+        if name == command:
+            importlib.import_module(module).add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    command = argv[0] if argv and argv[0] in STAGES else None
+    args = build_parser(command).parse_args(argv)
+    try:
+        importlib.import_module(STAGES[args.command][0]).run(args)
+    except DocembError as exc:
+        print(f"docemb {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\ndocemb {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def stage_main(command: str) -> None:
+    """Entry of `python -m docemb.<stage>`: the same as `docemb <command>`."""
+    main([command, *sys.argv[1:]])

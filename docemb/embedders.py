@@ -1,0 +1,42 @@
+"""Run a model, whatever its format, as one function: NCHW float32 batch -> (N, D) embeddings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+Embedder = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_embedder(model: torch.nn.Module) -> Embedder:
+    model = model.eval()
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(batch)).numpy()
+
+    return run
+
+
+def onnx_session(path: str | os.PathLike, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:
+    session = onnx_session(path, threads)
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: batch})[0]
+
+    return run

@@ -1,0 +1,130 @@
+"""Evaluation shared by training and benchmarks: distorted queries against clean templates.
+
+A user registers clean templates and matches phone photos against them, so that is the test:
+each template yields seeded photo-like queries, every model embeds the very same pixels, and we
+report Recall@k of queries against templates plus drift between two models' embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from docemb.embedders import Embedder
+from docemb.imageio import OnError, list_images, load_images
+from docemb.photo import distort, photo_distortion
+from docemb.preprocess import Preprocessing, stack_inputs
+
+EVAL_MAX_SIDE = 512  # queries are distorted at about phone-crop resolution, then resized
+
+
+@dataclass
+class EvalSet:
+    """Templates and seeded distorted queries, already resized (uint8 NHWC) so that every model
+    sees identical pixels."""
+
+    name: str
+    template_names: list[str]
+    templates: np.ndarray
+    queries: np.ndarray
+    query_labels: np.ndarray  # index into templates
+
+
+@dataclass
+class Embeddings:
+    templates: np.ndarray
+    queries: np.ndarray
+
+
+def build_eval_set(
+    folder: str | os.PathLike,
+    preprocessing: Preprocessing,
+    queries_per_template: int = 2,
+    strength: str = "medium",
+    seed: int = 0,
+    limit: int | None = None,
+    on_error: OnError = "raise",
+) -> EvalSet:
+    """Templates are the images in `folder` (or in `folder/templates` when it has one)."""
+    folder = Path(folder)
+    root = folder / "templates" if (folder / "templates").is_dir() else folder
+    paths = list_images(root)[:limit]
+    images, paths = load_images(paths, max_side=EVAL_MAX_SIDE, on_error=on_error)
+    pipeline = photo_distortion(strength, seed=seed)
+    queries, labels = [], []
+    for index, image in enumerate(tqdm(images, desc=f"queries {folder.name}", leave=False, unit="img")):
+        for _ in range(queries_per_template):
+            queries.append(preprocessing.resize(distort(image, pipeline)))
+            labels.append(index)
+    return EvalSet(
+        name=f"{folder.parent.name}/{folder.name}",
+        template_names=[str(p.relative_to(root)) for p in paths],
+        templates=stack_inputs(preprocessing, images),
+        queries=np.stack(queries),
+        query_labels=np.asarray(labels, dtype=np.int64),
+    )
+
+
+def embed_resized(embedder: Embedder, preprocessing: Preprocessing, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Embed uint8 NHWC images already at the model's size."""
+    chunks = [embedder(preprocessing.normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def embed_eval_set(embedder: Embedder, preprocessing: Preprocessing, eval_set: EvalSet, batch_size: int = 64) -> Embeddings:
+    return Embeddings(
+        templates=embed_resized(embedder, preprocessing, eval_set.templates, batch_size),
+        queries=embed_resized(embedder, preprocessing, eval_set.queries, batch_size),
+    )
+
+
+def top_k_indices(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k most cosine-similar gallery rows for each query, best first."""
+    scores = queries @ gallery.T
+    k = min(k, gallery.shape[0])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def retrieval_metrics(embeddings: Embeddings, query_labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Recall@k: the share of queries whose own template is among their k nearest templates."""
+    top = top_k_indices(embeddings.queries, embeddings.templates, max(ks))
+    hits = top == query_labels[:, None]
+    return {f"recall@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def cosine_drift(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Cosine between the two models' embeddings of the same image, row i with row i."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"embedding shapes differ: {reference.shape} vs {candidate.shape}")
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cosines = np.sum(ref * cand, axis=1)
+    return {
+        "cos_mean": float(cosines.mean()),
+        "cos_min": float(cosines.min()),
+        "cos_p01": float(np.percentile(cosines, 1)),
+    }
+
+
+def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1) -> float:
+    """Share of queries whose top-k templates (as a set) are the same under both models."""
+    ref_top = top_k_indices(reference.queries, reference.templates, k)
+    cand_top = top_k_indices(candidate.queries, candidate.templates, k)
+    same = [set(a) == set(b) for a, b in zip(ref_top.tolist(), cand_top.tolist())]
+    return float(np.mean(same))
+
+
+def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, float]:
+    """Drift of `candidate` from `reference` over all templates and queries of one eval set."""
+    metrics = cosine_drift(
+        np.concatenate([reference.templates, reference.queries]),
+        np.concatenate([candidate.templates, candidate.queries]),
+    )
+    metrics["top1_agreement"] = neighbour_agreement(reference, candidate, k=1)
+    return metrics

@@ -1,0 +1,71 @@
+"""Reading images with errors that name the file, and finding the images of a data folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from docemb.errors import DocembError, ImageReadError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+OnError = Literal["raise", "skip"]
+log = logging.getLogger(__name__)
+
+
+def read_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
+    """Decode `path` to an HxWx3 uint8 RGB array, honouring EXIF rotation (phone photos).
+
+    With `max_side`, the image is shrunk (never enlarged) so its long side is at most that.
+    """
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            if max_side and max(image.size) > max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    if array.ndim != 3 or min(array.shape[:2]) < 2:
+        raise ImageReadError(f"{path}: image is too small ({array.shape[1]}x{array.shape[0]})")
+    return array
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under `root` (recursive), sorted so that class indices are stable."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DocembError(f"{root}: not a directory")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DocembError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def load_images(
+    paths: list[Path], max_side: int | None = None, on_error: OnError = "raise"
+) -> tuple[list[np.ndarray], list[Path]]:
+    """Decode every path; return the arrays and the paths that decoded.
+
+    on_error="raise" stops at the first unreadable file with its name; "skip" logs a warning
+    per bad file and goes on, so one corrupt download does not cost a whole run.
+    """
+    images, kept = [], []
+    for path in paths:
+        try:
+            images.append(read_rgb(path, max_side))
+        except ImageReadError as exc:
+            if on_error == "raise":
+                raise ImageReadError(f"{exc} (pass --skip-bad-images to skip such files)") from None
+            log.warning("skipping %s", exc)
+            continue
+        kept.append(path)
+    if not images:
+        raise DocembError("no readable images among %d files" % len(paths))
+    return images, kept

@@ -1,0 +1,178 @@
+"""The embedder: a timm PP-LCNet backbone and a small head that ends in a unit 256-d vector."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import docemb.torchvision_fix  # noqa: F401  (must precede timm)
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from docemb.atomic import atomic_path
+from docemb.errors import DocembError
+from docemb.preprocess import Preprocessing
+
+ARCHS = ("lcnet_050", "lcnet_075", "lcnet_100")
+HeadNorm = Literal["ln_bn", "ln", "bn"]
+Pool = Literal["flatten", "gap"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the architecture; saved inside every checkpoint."""
+
+    arch: str = "lcnet_050"
+    input_size: int = 128
+    embedding_dim: int = 256
+    squeeze_channels: int | None = 64  # 1x1 conv before flatten; None keeps all channels
+    pool: Pool = "flatten"  # flatten keeps the layout (where things are on the page); gap drops it
+    head_norm: HeadNorm = "ln_bn"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise DocembError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.pool not in ("flatten", "gap"):
+            raise DocembError(f"unknown pool {self.pool!r}; choose flatten or gap")
+        if self.head_norm not in ("ln_bn", "ln", "bn"):
+            raise DocembError(f"unknown head_norm {self.head_norm!r}; choose ln_bn, ln or bn")
+        if self.input_size % 32:
+            raise DocembError(f"input_size must be a multiple of 32, got {self.input_size}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x / ||x||, written with elementary ops that every exporter and int8 converter handles
+    (F.normalize becomes ReduceL2, which breaks ONNX shape inference for quantization)."""
+    return x / torch.sqrt(torch.clamp((x * x).sum(dim=-1, keepdim=True), min=eps))
+
+
+def _norm_block(dim: int, head_norm: HeadNorm) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    if head_norm in ("ln_bn", "ln"):
+        layers.append(nn.LayerNorm(dim))
+    if head_norm in ("ln_bn", "bn"):
+        layers.append(nn.BatchNorm1d(dim))
+    return layers
+
+
+class EmbeddingHead(nn.Module):
+    """[1x1 squeeze conv] -> flatten|GAP -> Linear -> norm -> Linear -> norm.
+
+    The LayerNorm keeps each vector's scale steady for the cosine margin loss; the BatchNorm1d
+    after it centres features across the data so cosine scores spread over the sphere.
+    """
+
+    def __init__(self, channels: int, spatial: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.squeeze = (
+            nn.Conv2d(channels, config.squeeze_channels, kernel_size=1)
+            if config.squeeze_channels
+            else nn.Identity()
+        )
+        channels = config.squeeze_channels or channels
+        self.pool = nn.Flatten(1) if config.pool == "flatten" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        in_features = channels * spatial * spatial if config.pool == "flatten" else channels
+        dim = config.embedding_dim
+        self.fc = nn.Sequential(
+            nn.Linear(in_features, dim),
+            *_norm_block(dim, config.head_norm),
+            nn.Linear(dim, dim),
+            *_norm_block(dim, config.head_norm),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.squeeze(features)))
+
+
+class EmbeddingModel(nn.Module):
+    """NCHW float image (see Preprocessing) -> L2-normalised embedding."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = timm.create_model(config.arch, pretrained=False, features_only=True, out_indices=(-1,))
+        channels = self.backbone.feature_info.channels()[-1]
+        spatial = config.input_size // self.backbone.feature_info.reduction()[-1]
+        self.head = EmbeddingHead(channels, spatial, config)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(size=self.config.input_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(self.head(self.backbone(images)[-1]))
+
+
+def build_model(config: ModelConfig, seed: int | None = None) -> EmbeddingModel:
+    """A freshly initialised model; with `seed`, the same weights every time."""
+    if seed is None:
+        return EmbeddingModel(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return EmbeddingModel(config)
+
+
+def load_pretrained_backbone(model: EmbeddingModel, path: str | os.PathLike) -> list[str]:
+    """Load timm ImageNet weights for the backbone from a local file (.safetensors or .pth).
+
+    The classifier and conv_head of the timm checkpoint have no place here and are ignored.
+    Returns the backbone keys that the file did not provide.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DocembError(f"{path}: pretrained weights file not found")
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    missing, _unexpected = model.backbone.load_state_dict(state, strict=False)
+    if len(missing) == len(model.backbone.state_dict()):
+        raise DocembError(f"{path}: no tensor matches the {model.config.arch} backbone")
+    return list(missing)
+
+
+def save_model(path: str | os.PathLike, model: EmbeddingModel, metadata: dict | None = None) -> None:
+    """Write weights as safetensors with the model config inside, atomically."""
+    meta = {"model_config": json.dumps(asdict(model.config))}
+    meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata=meta)
+
+
+def read_model_metadata(path: str | os.PathLike) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+
+
+def load_model(path: str | os.PathLike) -> EmbeddingModel:
+    """Rebuild a model from a checkpoint written by `save_model`, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise DocembError(f"{path}: checkpoint not found")
+    try:
+        metadata = read_model_metadata(path)
+        config = ModelConfig.from_dict(metadata["model_config"])
+        state = load_file(path)
+    except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise DocembError(f"{path}: not a docemb model checkpoint ({exc})") from None
+    model = EmbeddingModel(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DocembError(f"{path}: weights do not fit {config}: {exc}") from None
+    return model.eval()

@@ -1,0 +1,65 @@
+"""The preprocessing contract in code: the one place that turns an RGB image into model input.
+
+Training, evaluation, export checks, calibration and benchmarks all call this, and the contract
+JSON written beside every model describes exactly these steps, so a phone app can repeat them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Stretch-resize to size x size (PIL bilinear, antialiased), RGB, /255, (x - mean) / std, NCHW."""
+
+    size: int = 128
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 -> size x size x 3 uint8. Aspect ratio is not kept: an aligned document
+        fills the frame, and stretching keeps every pixel of it."""
+        if rgb.shape[:2] == (self.size, self.size):
+            return rgb
+        image = Image.fromarray(rgb).resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def normalize(self, resized: np.ndarray) -> np.ndarray:
+        """(N)HWC uint8 at the model's size -> (N)CHW float32 ready for the model."""
+        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
+        scale = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        chw = (resized.astype(np.float32) - mean) * scale
+        return np.ascontiguousarray(np.moveaxis(chw, -1, -3))
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self.normalize(self.resize(rgb))
+
+    def to_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "resize": "stretch",
+            "interpolation": "bilinear (antialiased, as PIL Image.resize)",
+            "color_order": "RGB",
+            "scale": "1/255",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]))
+
+
+def stack_inputs(preprocessing: Preprocessing, images: list[np.ndarray]) -> np.ndarray:
+    """Resize a list of RGB arrays to one uint8 NHWC batch (normalise later, per model run)."""
+    return np.stack([preprocessing.resize(image) for image in images])
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "stack_inputs"]

@@ -1,0 +1,1 @@
+"""docemb.train: margin-loss training through PartialFC, one class per template variant."""

@@ -1,0 +1,122 @@
+"""Resumable training state: tensors in safetensors, everything else in JSON; no pickle.
+
+Each checkpoint is a folder written under a temporary name and renamed when complete; then
+`latest.json` is replaced atomically to point at it. A kill at any moment leaves the previous
+checkpoint intact and pointed to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from docemb.atomic import write_json
+from docemb.errors import DocembError
+
+LATEST = "latest.json"
+KEEP = 2
+
+
+@dataclass
+class TrainingState:
+    epoch: int  # last completed epoch (1-based)
+    step: int
+    history: list[dict]
+
+
+def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for param_id, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{param_id}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{param_id}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, param_id, name = key.split(".", 2)
+            state.setdefault(int(param_id), {})[name] = value
+    for key, value in meta["scalars"].items():
+        param_id, name = key.split(".", 1)
+        state.setdefault(int(param_id), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainingState,
+) -> Path:
+    root = run_dir / "checkpoints"
+    final = root / f"epoch_{state.epoch:04d}"
+    partial = root / f".epoch_{state.epoch:04d}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+
+    tensors = {f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules.items() for k, v in module.state_dict().items()}
+    optimizer_tensors, optimizer_meta = _split_optimizer(optimizer.state_dict())
+    tensors.update(optimizer_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, partial / "state.safetensors")
+
+    np_state = np.random.get_state()
+    meta = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "history": state.history,
+        "optimizer": optimizer_meta,
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        },
+    }
+    (partial / "state.json").write_text(json.dumps(meta))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    write_json(root / LATEST, {"checkpoint": final.name})
+    for old in sorted(root.glob("epoch_*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    run_dir: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> TrainingState:
+    """Restore modules, optimizer, scheduler and RNGs in place from the latest checkpoint."""
+    root = run_dir / "checkpoints"
+    try:
+        folder = root / json.loads((root / LATEST).read_text())["checkpoint"]
+        tensors = load_file(folder / "state.safetensors")
+        meta = json.loads((folder / "state.json").read_text())
+    except (OSError, KeyError, ValueError) as exc:
+        raise DocembError(f"{root}: no usable checkpoint to resume from ({exc})") from None
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    py = meta["rng"]["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, cached = meta["rng"]["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return TrainingState(epoch=meta["epoch"], step=meta["step"], history=meta["history"])

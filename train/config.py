@@ -1,0 +1,144 @@
+"""Training configuration: defaults < YAML file (--config) < command-line flags.
+
+The resolved config is saved as config.yaml in the run folder, so a run can be repeated or
+resumed from that file alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from docemb.errors import DocembError
+from docemb.model import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: list[str] = field(default_factory=list)  # template folders, recursive; each image its own class
+    eval_data: list[str] = field(default_factory=list)  # held-out template folders for Recall@1
+    out: str = "runs/train"
+    skip_bad_images: bool = False
+    max_side: int = 256  # templates are decoded at this long side
+    work_size: int = 160  # variants are distorted at this size, then resized to input_size
+    num_variants: int = 24  # 24 = 8 rotations/flips x {whole, top, bottom}; 1 = no expansion
+    # model
+    arch: str = "lcnet_050"
+    input_size: int = 128
+    embedding_dim: int = 256
+    squeeze_channels: int | None = 64
+    pool: str = "flatten"
+    head_norm: str = "ln_bn"
+    pretrained: str | None = None  # local timm backbone weights (.safetensors/.pth); no downloads
+    # loss
+    margin: str = "cosface"
+    margin_s: float = 32.0
+    margin_m: float = 0.25
+    sample_rate: float = 0.2
+    # optimisation
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.3
+    schedule: str = "cosine"  # cosine | poly
+    workers: int = 1
+    seed: int = 0
+    eval_queries: int = 2  # distorted queries per held-out template
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            arch=self.arch,
+            input_size=self.input_size,
+            embedding_dim=self.embedding_dim,
+            squeeze_channels=self.squeeze_channels,
+            pool=self.pool,  # type: ignore[arg-type]
+            head_norm=self.head_norm,  # type: ignore[arg-type]
+        )
+
+    def validate(self) -> None:
+        if not self.data:
+            raise DocembError("no training data: give --data FOLDER (for example the output of `docemb synth`)")
+        if self.schedule not in ("cosine", "poly"):
+            raise DocembError(f"schedule must be cosine or poly, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise DocembError("epochs must be >= 1 and batch_size >= 2")
+        self.model_config()
+
+
+def _base_type(annotation: object) -> type:
+    """int | None -> int; list[str] -> str (with nargs); plain types as they are."""
+    hint = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType):
+        return next(t for t in hint if t is not type(None))
+    if typing.get_origin(annotation) is list:
+        return hint[0]
+    return annotation  # type: ignore[return-value]
+
+
+def _none_or(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field; defaults stay None so that YAML values survive."""
+    parser.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"(default: {default})"
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(hint) is list:
+            parser.add_argument(flag, nargs="+", default=None, help=help_text)
+        else:
+            kind = _base_type(hint)
+            parse = _none_or(kind) if isinstance(hint, types.UnionType) else kind
+            parser.add_argument(flag, type=parse, default=None, help=help_text)
+
+
+def resolve(args: argparse.Namespace) -> TrainConfig:
+    values: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise DocembError(f"{path}: config file not found")
+        values.update(load_yaml(path))
+    for f in dataclasses.fields(TrainConfig):
+        flag_value = getattr(args, f.name, None)
+        if flag_value is not None:
+            values[f.name] = flag_value
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise DocembError(f"{args.config}: unknown config keys {sorted(unknown)}")
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DocembError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise DocembError(f"{path}: expected a mapping of config keys")
+    return data
+
+
+def to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
