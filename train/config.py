@@ -45,8 +45,9 @@ class TrainConfig:
     sample_rate: float = 0.2
     # optimisation
     epochs: int = 4
-    batch_size: int = 128
-    lr: float = 2e-3
+    batch_size: int = 64
+    views_per_class: int = 2  # distorted views of each class in a batch
+    lr: float = 1e-2
     weight_decay: float = 0.05
     warmup_epochs: float = 0.3
     schedule: str = "cosine"  # cosine | poly
@@ -71,6 +72,8 @@ class TrainConfig:
             raise DocembError(f"schedule must be cosine or poly, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise DocembError("epochs must be >= 1 and batch_size >= 2")
+        if self.views_per_class < 1 or self.batch_size % self.views_per_class:
+            raise DocembError(f"batch_size ({self.batch_size}) must be a multiple of views_per_class ({self.views_per_class})")
         self.model_config()
 
 

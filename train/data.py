@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from docemb.imageio import OnError, list_images, load_images
 from docemb.photo import distort, photo_distortion
@@ -90,3 +90,28 @@ def seed_worker(worker_id: int) -> None:
     dataset = info.dataset
     if getattr(dataset, "pipeline", None) is not None:
         dataset.pipeline.set_random_seed(info.seed % 2**32)
+
+
+class ClassBatchSampler(Sampler[list[int]]):
+    """Batches of `batch_size // views` distinct classes, each drawn `views` times.
+
+    With one sample per class per epoch a class centre and its images meet once an epoch, and
+    short runs learn little. Two differently distorted views of a class in the same batch pull
+    towards the same centre at once, so invariance to photo distortion is learned from step one.
+    """
+
+    def __init__(self, num_classes: int, batch_size: int, views: int = 2) -> None:
+        if views < 1 or batch_size % views:
+            raise ValueError(f"batch_size ({batch_size}) must be a multiple of views ({views})")
+        self.num_classes = num_classes
+        self.classes_per_batch = batch_size // views
+        self.views = views
+
+    def __len__(self) -> int:
+        return self.num_classes // self.classes_per_batch
+
+    def __iter__(self):
+        order = torch.randperm(self.num_classes)  # global RNG: restored on resume
+        for i in range(len(self)):
+            classes = order[i * self.classes_per_batch : (i + 1) * self.classes_per_batch]
+            yield classes.repeat_interleave(self.views).tolist()

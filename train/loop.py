@@ -23,7 +23,7 @@ from docemb.evaluation import EvalSet, build_eval_set, embed_eval_set, retrieval
 from docemb.model import EmbeddingModel, build_model, load_pretrained_backbone, save_model
 from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig, to_yaml
-from docemb.train.data import ExpandedTemplates, load_templates, seed_worker
+from docemb.train.data import ClassBatchSampler, ExpandedTemplates, load_templates, seed_worker
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
 
@@ -84,8 +84,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if config.pretrained:
         load_pretrained_backbone(model, config.pretrained)
     dataset = ExpandedTemplates(source.images, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed)
-    if dataset.num_classes < config.batch_size:
-        raise DocembError(f"{dataset.num_classes} classes is fewer than one batch of {config.batch_size}: add templates or lower --batch-size")
+    if dataset.num_classes < config.batch_size // config.views_per_class:
+        raise DocembError(f"{dataset.num_classes} classes do not fill one batch of {config.batch_size // config.views_per_class}: add templates or lower --batch-size")
     eval_sets = [build_eval_set(folder, model.preprocessing, config.eval_queries, seed=config.seed) for folder in config.eval_data]
     print(f"data: {source.report()} -> {dataset.num_classes} classes ({config.num_variants} per template)")
     for eval_set in eval_sets:
@@ -99,7 +99,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         ],
         lr=config.lr,
     )
-    steps_per_epoch = len(dataset) // config.batch_size
+    sampler = ClassBatchSampler(dataset.num_classes, config.batch_size, config.views_per_class)
+    steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup_steps, config.schedule))
@@ -117,14 +118,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         pfc.train()
         if config.workers == 0 and dataset.pipeline is not None:
             dataset.pipeline.set_random_seed(config.seed * 1000 + epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=config.workers,
-            worker_init_fn=seed_worker,
-        )
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers, worker_init_fn=seed_worker)
         losses = []
         epoch_start = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)

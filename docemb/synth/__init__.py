@@ -67,7 +67,7 @@ def generate(out: str | os.PathLike, n: int, seed: int = 0, family_size: int = 3
     width = max(5, len(str(n - 1)))
     for index in tqdm(range(n), desc=f"synth {out}", unit="doc"):
         spec = template_spec(seed, index, family_size)
-        name = f"{spec.kind}_{index:0{width}d}.png"
+        name = f"{index:0{width}d}_{spec.kind}.png"
         path = out / name
         if not path.exists():
             buffer = io.BytesIO()

@@ -1,0 +1,75 @@
+# docemb: the two commands a new user needs
+#   make export-int8   generate documents, train, export to ONNX, quantize to int8, benchmark
+#                      (CKPT=path/to/model.safetensors starts from that checkpoint instead)
+#   make test          run the test suite
+# Both create .venv and install pinned versions on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+OUT ?= runs/default
+CKPT ?=
+N_TRAIN ?= 150
+N_EVAL ?= 150
+EPOCHS ?= 6
+TRAIN_FLAGS ?=
+# Real documents are used for evaluation when the folder exists (it does not in a user's clone).
+REALDOCS ?= $(wildcard ../shared/realdocs)
+
+BIN := $(VENV)/bin
+DOCEMB := $(BIN)/docemb
+INSTALLED := $(VENV)/.installed
+DATA := $(OUT)/data
+MODELS := $(OUT)/models
+TRAINED := $(OUT)/train/model.safetensors
+MODEL_CKPT := $(if $(CKPT),$(CKPT),$(TRAINED))
+CALIB ?= $(DATA)/train
+EVAL_DATA := $(DATA)/eval $(if $(REALDOCS),$(REALDOCS)/eval)
+
+ifneq ($(CKPT),)
+ifeq ($(wildcard $(CKPT)),)
+$(error CKPT=$(CKPT): no such file)
+endif
+endif
+
+.PHONY: help setup data train export-int8 test clean
+
+help:
+	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(INSTALLED)
+
+$(DATA)/train/manifest.csv: | $(INSTALLED)
+	$(DOCEMB) synth --out $(DATA)/train --n $(N_TRAIN) --seed 0
+
+$(DATA)/eval/manifest.csv: | $(INSTALLED)
+	$(DOCEMB) synth --out $(DATA)/eval --n $(N_EVAL) --seed 1
+
+data: $(DATA)/train/manifest.csv $(DATA)/eval/manifest.csv
+
+# An interrupted run resumes from its last checkpoint.
+$(TRAINED): $(DATA)/train/manifest.csv $(DATA)/eval/manifest.csv
+	if [ -f $(OUT)/train/checkpoints/latest.json ]; then \
+		$(DOCEMB) train --resume $(OUT)/train; \
+	else \
+		$(DOCEMB) train --data $(DATA)/train --eval-data $(EVAL_DATA) --out $(OUT)/train --epochs $(EPOCHS) $(TRAIN_FLAGS); \
+	fi
+
+train: $(TRAINED)
+
+export-int8: $(MODEL_CKPT) data
+	$(DOCEMB) export --ckpt $(MODEL_CKPT) --out $(MODELS) --check-data $(DATA)/eval
+	$(DOCEMB) export --ckpt $(MODEL_CKPT) --untrained --out $(MODELS)
+	$(DOCEMB) quantize --model $(MODELS)/model.onnx --calib $(CALIB)
+	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx $(MODELS)/untrained.onnx \
+		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs

@@ -1,0 +1,3 @@
+from docemb.cli import stage_main
+
+stage_main("bench")

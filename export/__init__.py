@@ -1,0 +1,1 @@
+"""docemb.export: checkpoints to deployable model files, each with its preprocessing contract."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: small generated documents and a tiny model, all made here (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from docemb.model import ModelConfig, build_model
+from docemb.synth import generate
+
+REALDOCS = Path(__file__).resolve().parents[2] / "shared" / "realdocs"
+
+
+@pytest.fixture(scope="session")
+def synth_train(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_train")
+    generate(out, n=8, seed=0, long_side=160)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_eval(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_eval")
+    generate(out, n=6, seed=1, long_side=160)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_config() -> ModelConfig:
+    return ModelConfig(arch="lcnet_050", input_size=64, embedding_dim=32, squeeze_channels=16)
+
+
+@pytest.fixture()
+def small_model(small_config):
+    torch.manual_seed(0)
+    model = build_model(small_config, seed=0)
+    # give BatchNorm real statistics so that eval-mode outputs are well spread
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, small_config.input_size, small_config.input_size))
+    return model.eval()

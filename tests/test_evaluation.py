@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from docemb.evaluation import Embeddings, cosine_drift, drift_metrics, neighbour_agreement, retrieval_metrics, top_k_indices
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def embeddings():
+    rng = np.random.default_rng(0)
+    templates = unit(rng.normal(size=(20, 16)))
+    queries = unit(np.repeat(templates, 2, axis=0) + 0.1 * rng.normal(size=(40, 16)))
+    return Embeddings(templates, queries), np.repeat(np.arange(20), 2)
+
+
+def test_drift_pairs_row_i_with_row_i(embeddings):
+    emb, _ = embeddings
+    ref = emb.queries
+    noisy = unit(ref + 0.01 * np.random.default_rng(1).normal(size=ref.shape))
+    expected = np.array([float(a @ b) for a, b in zip(ref, noisy)])
+    drift = cosine_drift(ref, noisy)
+    assert drift["cos_mean"] == pytest.approx(expected.mean(), abs=1e-6)
+    assert drift["cos_min"] == pytest.approx(expected.min(), abs=1e-6)
+    # the same vectors in another order are not the same embeddings: drift must say so
+    shuffled = cosine_drift(ref, noisy[::-1])
+    assert shuffled["cos_mean"] < 0.5
+
+
+def test_identical_models_have_no_drift(embeddings):
+    emb, _ = embeddings
+    metrics = drift_metrics(emb, Embeddings(emb.templates.copy(), emb.queries.copy()))
+    assert metrics["cos_mean"] == pytest.approx(1.0) and metrics["cos_min"] == pytest.approx(1.0)
+    assert metrics["top1_agreement"] == 1.0
+
+
+def test_drift_refuses_mismatched_shapes():
+    with pytest.raises(ValueError):
+        cosine_drift(np.ones((3, 4)), np.ones((4, 4)))
+
+
+def test_recall_counts_the_right_template(embeddings):
+    emb, labels = embeddings
+    assert retrieval_metrics(emb, labels)["recall@1"] == 1.0
+    wrong = np.roll(labels, 2)  # every query now claims another template
+    assert retrieval_metrics(emb, wrong)["recall@1"] == 0.0
+
+
+def test_neighbour_agreement_sees_a_swapped_gallery(embeddings):
+    emb, _ = embeddings
+    swapped = Embeddings(emb.templates[::-1].copy(), emb.queries)
+    assert neighbour_agreement(emb, swapped) == 0.0
+
+
+def test_top_k_is_sorted_best_first():
+    queries = np.array([[1.0, 0.0]])
+    gallery = unit(np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 0.5], [1.0, 0.0]]))
+    assert top_k_indices(queries, gallery, 3).tolist() == [[3, 1, 2]]

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from docemb.preprocess import Preprocessing
+from docemb.train.data import ClassBatchSampler, ExpandedTemplates
+from docemb.train.expansion import VARIANTS, split_label, variant_image, variant_label
+
+
+def asymmetric(h: int = 6, w: int = 4) -> np.ndarray:
+    return np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+
+
+def test_every_variant_of_an_asymmetric_image_is_distinct():
+    image = asymmetric()
+    variants = [variant_image(image, k).tobytes() + bytes(variant_image(image, k).shape) for k in range(VARIANTS)]
+    assert len(set(variants)) == VARIANTS
+
+
+def test_variant_geometry_matches_the_documented_order():
+    image = asymmetric()
+    assert np.array_equal(variant_image(image, 0), image)
+    assert np.array_equal(variant_image(image, 1), np.rot90(image, 1))
+    assert np.array_equal(variant_image(image, 4), image[:, ::-1])
+    assert np.array_equal(variant_image(image, 8), image[:3])  # top half, as is
+    assert np.array_equal(variant_image(image, 16), image[3:])  # bottom half, as is
+    assert np.array_equal(variant_image(image, 23), np.rot90(image[3:, ::-1], 3))
+
+
+def test_labels_are_unique_in_range_and_invertible():
+    images = [asymmetric() for _ in range(5)]
+    dataset = ExpandedTemplates(images, Preprocessing(size=32), num_variants=24, augment=False)
+    labels = [dataset[i][1] for i in range(len(dataset))]
+    assert dataset.num_classes == 5 * 24
+    assert sorted(labels) == list(range(5 * 24))
+    for label in labels:
+        image_index, k = split_label(label)
+        assert variant_label(image_index, k) == label
+        assert 0 <= image_index < 5 and 0 <= k < 24
+
+
+def test_sample_is_the_variant_its_label_names():
+    images = [np.random.default_rng(i).integers(0, 255, (40, 24, 3), dtype=np.uint8) for i in range(3)]
+    prep = Preprocessing(size=32)
+    dataset = ExpandedTemplates(images, prep, augment=False, work_size=32)
+    tensor, label = dataset[2 * 24 + 13]
+    image_index, k = split_label(label)
+    expected = prep(prep.resize(variant_image(images[image_index], k)))
+    assert np.allclose(tensor.numpy(), expected)
+
+
+def test_expansion_can_be_switched_off():
+    dataset = ExpandedTemplates([asymmetric()] * 4, Preprocessing(size=32), num_variants=1, augment=False)
+    assert dataset.num_classes == 4
+    assert [dataset[i][1] for i in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        ExpandedTemplates([asymmetric()], Preprocessing(size=32), num_variants=8)
+
+
+def test_out_of_range_variant_is_refused():
+    with pytest.raises(ValueError):
+        variant_label(0, 24)
+    with pytest.raises(ValueError):
+        variant_image(asymmetric(), -1)
+
+
+def test_class_batches_repeat_each_class_once_per_view():
+    sampler = ClassBatchSampler(num_classes=100, batch_size=8, views=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 25
+    for batch in batches:
+        assert len(batch) == 8
+        assert sorted(set(batch)) == sorted(batch[::2]) and batch[::2] == batch[1::2]
+    assert sorted(c for b in batches for c in b[::2]) == list(range(100))

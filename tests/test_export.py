@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+
+from docemb.contract import check_contract, contract_path, describe_onnx, read_contract, write_contract
+from docemb.embedders import onnx_embedder, torch_embedder
+from docemb.errors import DocembError
+from docemb.export.onnx_export import TOLERANCE, export_onnx, max_abs_difference, verify_onnx
+
+
+@pytest.fixture()
+def exported(small_model, tmp_path):
+    path = export_onnx(small_model, tmp_path / "model.onnx")
+    write_contract(path, small_model.preprocessing, describe_onnx(path), {"checkpoint": "test"})
+    return path
+
+
+def inputs(model, n: int, seed: int = 0) -> np.ndarray:
+    size = model.config.input_size
+    return np.random.default_rng(seed).normal(0, 1, (n, 3, size, size)).astype(np.float32)
+
+
+def test_onnx_matches_torch_at_any_batch_size(small_model, exported):
+    for n in (1, 5):
+        assert max_abs_difference(small_model, exported, inputs(small_model, n)) < TOLERANCE
+    output = onnx_embedder(exported)(inputs(small_model, 3))
+    assert np.allclose(np.linalg.norm(output, axis=1), 1.0, atol=1e-5)
+
+
+def test_verify_catches_a_model_that_is_not_the_one_exported(small_model, exported, small_config):
+    import torch
+
+    from docemb.model import build_model
+
+    other = build_model(small_config, seed=1).eval()
+    with torch.no_grad():
+        other.head.fc[0].weight.mul_(1.5)
+    with pytest.raises(DocembError, match="differ from torch"):
+        verify_onnx(other, exported, inputs(small_model, 4))
+
+
+def test_contract_describes_the_model(small_model, exported):
+    contract = check_contract(exported)
+    size = small_model.config.input_size
+    assert contract["input"] == {"name": "image", "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW", "color_order": "RGB"}
+    assert contract["output"]["shape"] == ["batch", small_model.config.embedding_dim]
+    assert contract["output"]["l2_normalized"] is True
+    assert contract["preprocessing"]["size"] == size
+    assert contract["preprocessing"]["mean"] == list(small_model.preprocessing.mean)
+    # following the contract by hand gives the same embedding as the shared preprocessing code
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    resized = small_model.preprocessing.resize(image).astype(np.float32) / 255.0
+    manual = ((resized - contract["preprocessing"]["mean"]) / contract["preprocessing"]["std"]).transpose(2, 0, 1)[None].astype(np.float32)
+    assert np.allclose(onnx_embedder(exported)(manual), torch_embedder(small_model)(small_model.preprocessing(image)[None]), atol=1e-4)
+
+
+def test_contract_that_disagrees_with_the_model_is_refused(exported):
+    path = contract_path(exported)
+    contract = json.loads(path.read_text())
+    contract["output"]["shape"] = ["batch", 128]
+    path.write_text(json.dumps(contract))
+    with pytest.raises(DocembError, match="output shape"):
+        check_contract(exported)
+
+
+def test_contract_of_a_changed_model_file_is_refused(exported):
+    exported.write_bytes(exported.read_bytes() + b"\0")
+    with pytest.raises(DocembError, match="sha256"):
+        check_contract(exported)
+
+
+def test_missing_contract_is_a_clear_error(tmp_path):
+    with pytest.raises(DocembError, match="contract missing"):
+        read_contract(tmp_path / "nothing.onnx")

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from docemb.train.margins import CombinedMargin, build_margin
+from docemb.train.partial_fc import PartialFC
+
+
+def make_pfc(num_classes=1000, dim=16, sample_rate=0.05, margin=None):
+    torch.manual_seed(0)
+    return PartialFC(num_classes, dim, margin or build_margin("cosface", 32.0, 0.25), sample_rate)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_positives_are_always_sampled_and_labels_remap_to_them(seed):
+    pfc = make_pfc(sample_rate=0.02)
+    torch.manual_seed(seed)
+    labels = torch.randint(0, 1000, (64,))
+    index, target = pfc.sample(labels)
+    assert len(index) == max(20, labels.unique().numel())
+    assert set(labels.tolist()) <= set(index.tolist())
+    assert torch.equal(index[target], labels)
+    assert torch.all(index[1:] > index[:-1])  # sorted, no repeats
+
+
+def test_all_positives_kept_when_they_exceed_the_sample():
+    pfc = make_pfc(sample_rate=0.01)  # 10 centres
+    labels = torch.arange(0, 1000, 10)  # 100 distinct positives
+    index, target = pfc.sample(labels)
+    assert torch.equal(index, labels)
+    assert torch.equal(target, torch.arange(100))
+
+
+def test_full_sample_equals_plain_margin_softmax():
+    pfc = make_pfc(num_classes=50, sample_rate=1.0)
+    embeddings = torch.randn(8, 16)
+    labels = torch.randint(0, 50, (8,))
+    cosine = F.normalize(embeddings) @ F.normalize(pfc.weight).T
+    logits = cosine.clone()
+    logits[torch.arange(8), labels] -= 0.25
+    expected = F.cross_entropy(32.0 * logits, labels)
+    assert torch.allclose(pfc(embeddings, labels), expected, atol=1e-5)
+
+
+def test_only_sampled_centres_get_gradient():
+    pfc = make_pfc(sample_rate=0.05)
+    labels = torch.randint(0, 1000, (16,))
+    embeddings = torch.randn(16, 16)
+    torch.manual_seed(1)
+    index, _ = pfc.sample(labels)
+    torch.manual_seed(1)  # the same draw inside forward
+    pfc(embeddings, labels).backward()
+    touched = pfc.weight.grad.abs().sum(dim=1).nonzero().flatten()
+    assert set(touched.tolist()) <= set(index.tolist())
+    assert set(labels.tolist()) <= set(touched.tolist())
+
+
+def test_labels_out_of_range_are_refused():
+    pfc = make_pfc()
+    with pytest.raises(ValueError, match="0..999"):
+        pfc.sample(torch.tensor([0, 1000]))
+
+
+def test_cosface_and_arcface_change_only_the_target_logit():
+    cosine = torch.tensor([[0.5, 0.2, -0.1], [0.1, 0.9, 0.3]])
+    target = torch.tensor([0, 1])
+    cos = CombinedMargin(s=10.0, m3=0.2)(cosine, target)
+    assert torch.allclose(cos, 10 * torch.tensor([[0.3, 0.2, -0.1], [0.1, 0.7, 0.3]]))
+    arc = CombinedMargin(s=1.0, m2=0.3)(cosine, target)
+    assert math.isclose(arc[0, 0].item(), math.cos(math.acos(0.5) + 0.3), rel_tol=1e-5)
+    assert math.isclose(arc[1, 1].item(), math.cos(math.acos(0.9) + 0.3), rel_tol=1e-5)
+    assert torch.equal(arc[0, 1:], cosine[0, 1:])
+
+
+def test_arcface_stays_monotonic_past_pi():
+    margin = CombinedMargin(s=1.0, m2=0.5)
+    cos = torch.linspace(-1, 1, 201).unsqueeze(1)
+    out = margin(cos, torch.zeros(201, dtype=torch.long)).flatten()
+    assert torch.all(out[1:] >= out[:-1] - 1e-6)
