@@ -10,7 +10,7 @@ OUT ?= runs/default
 CKPT ?=
 N_TRAIN ?= 150
 N_EVAL ?= 150
-EPOCHS ?= 6
+EPOCHS ?= 3
 TRAIN_FLAGS ?=
 # Real documents are used for evaluation when the folder exists (it does not in a user's clone).
 REALDOCS ?= $(wildcard ../shared/realdocs)

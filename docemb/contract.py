@@ -73,7 +73,10 @@ def describe_onnx(model_path: str | os.PathLike) -> dict:
     """Input and output names, shapes and dtypes as the ONNX file declares them."""
     import onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types for a damaged file
+        raise DocembError(f"{model_path}: not a readable ONNX model ({exc.__class__.__name__}: {exc})") from None
 
     def describe(value) -> dict:
         tensor = value.type.tensor_type
@@ -90,9 +93,9 @@ def describe_onnx(model_path: str | os.PathLike) -> dict:
 def check_contract(model_path: str | os.PathLike) -> dict:
     """Read the contract and confirm it describes this very file; returns the contract."""
     contract = read_contract(model_path)
-    problems = []
     if contract.get("sha256") != sha256(model_path):
-        problems.append("sha256 differs from the model file (model changed after export?)")
+        raise DocembError(f"{contract_path(model_path)}: sha256 differs from {Path(model_path).name} (model changed after export?)")
+    problems = []
     declared = describe_onnx(model_path) if str(model_path).endswith(".onnx") else None
     if declared:
         for side in ("input", "output"):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -35,14 +36,17 @@ def test_training_writes_model_config_metrics_and_report(synth_train, synth_eval
 
 
 def test_resumed_run_reproduces_the_uninterrupted_one(synth_train, synth_eval, tmp_path):
-    whole = train(tiny_config(synth_train, synth_eval, tmp_path / "whole", epochs=2))
-    train(tiny_config(synth_train, synth_eval, tmp_path / "split", epochs=1))
-    # a kill after epoch 1, then `docemb train --resume` with the run's saved config (epochs=2)
-    resumed = train(tiny_config(synth_train, synth_eval, tmp_path / "split", epochs=2), resume=True)
-    a, b = load_file(whole), load_file(resumed)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=2)
+    whole = load_file(train(config))
+    # a kill during epoch 2: its checkpoint and the final model never got written
+    checkpoints = tmp_path / "run" / "checkpoints"
+    shutil.rmtree(checkpoints / "epoch_0002")
+    (checkpoints / "latest.json").write_text(json.dumps({"checkpoint": "epoch_0001"}))
+    (tmp_path / "run" / "model.safetensors").unlink()
+    resumed = load_file(train(config, resume=True))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.allclose(whole[key], resumed[key], atol=1e-6), key
 
 
 def test_a_second_run_into_the_same_folder_is_refused(synth_train, synth_eval, tmp_path):

@@ -44,9 +44,9 @@ class TrainConfig:
     margin_m: float = 0.25
     sample_rate: float = 0.2
     # optimisation
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 64
-    views_per_class: int = 2  # distorted views of each class in a batch
+    views_per_class: int = 4  # distorted views of each class in a batch
     lr: float = 1e-2
     weight_decay: float = 0.05
     warmup_epochs: float = 0.3
