@@ -22,10 +22,22 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
         header += [f"{name} R@1", f"{name} cos mean", f"{name} cos min", f"{name} top1 agree"]
     rows = []
     for row in report["models"]:
-        cells = [row["name"], _fmt(row["size_mb"], 2), _fmt(row.get("size_ratio"), 1), _fmt(row["latency"]["p50_ms"], 2), _fmt(row["latency"]["p90_ms"], 2), _fmt(row.get("speedup"), 2)]
+        cells = [
+            row["name"],
+            _fmt(row["size_mb"], 2),
+            _fmt(row.get("size_ratio"), 1),
+            _fmt(row["latency"]["p50_ms"], 2),
+            _fmt(row["latency"]["p90_ms"], 2),
+            _fmt(row.get("speedup"), 2),
+        ]
         for name in sets:
             metrics = row["eval"][name]
-            cells += [_fmt(metrics["recall@1"]), _fmt(metrics.get("cos_mean"), 4), _fmt(metrics.get("cos_min"), 4), _fmt(metrics.get("top1_agreement"))]
+            cells += [
+                _fmt(metrics["recall@1"]),
+                _fmt(metrics.get("cos_mean"), 4),
+                _fmt(metrics.get("cos_min"), 4),
+                _fmt(metrics.get("top1_agreement")),
+            ]
         rows.append(cells)
     return header, rows
 

@@ -65,7 +65,9 @@ def benchmark(
     if len(set(names)) != len(names):
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")
 
-    reference_embeddings = {s.name: embed_eval_set(onnx_embedder(reference, threads=os.cpu_count() or 1), prep, s) for s in eval_sets}
+    reference_embeddings = {
+        s.name: embed_eval_set(onnx_embedder(reference, threads=os.cpu_count() or 1), prep, s) for s in eval_sets
+    }
     sample = prep.normalize(eval_sets[0].queries[:1]) if eval_sets else np.zeros((1, 3, prep.size, prep.size), np.float32)
     rows = []
     for path in tqdm(models, desc="bench", unit="model"):

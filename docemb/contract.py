@@ -94,7 +94,9 @@ def check_contract(model_path: str | os.PathLike) -> dict:
     """Read the contract and confirm it describes this very file; returns the contract."""
     contract = read_contract(model_path)
     if contract.get("sha256") != sha256(model_path):
-        raise DocembError(f"{contract_path(model_path)}: sha256 differs from {Path(model_path).name} (model changed after export?)")
+        raise DocembError(
+            f"{contract_path(model_path)}: sha256 differs from {Path(model_path).name} (model changed after export?)"
+        )
     problems = []
     declared = describe_onnx(model_path) if str(model_path).endswith(".onnx") else None
     if declared:

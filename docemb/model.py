@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Literal
 
 import docemb.torchvision_fix  # noqa: F401  (must precede timm)
+
+# isort: split
 import timm
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -75,11 +76,7 @@ class EmbeddingHead(nn.Module):
 
     def __init__(self, channels: int, spatial: int, config: ModelConfig) -> None:
         super().__init__()
-        self.squeeze = (
-            nn.Conv2d(channels, config.squeeze_channels, kernel_size=1)
-            if config.squeeze_channels
-            else nn.Identity()
-        )
+        self.squeeze = nn.Conv2d(channels, config.squeeze_channels, kernel_size=1) if config.squeeze_channels else nn.Identity()
         channels = config.squeeze_channels or channels
         self.pool = nn.Flatten(1) if config.pool == "flatten" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         in_features = channels * spatial * spatial if config.pool == "flatten" else channels

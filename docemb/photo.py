@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 
 import docemb.torchvision_fix  # noqa: F401  (albumentations may import torchvision)
+
+# isort: split
 import albumentations as A
 
 STRENGTHS = {"mild": 0.5, "medium": 1.0, "strong": 1.5}
@@ -35,7 +37,9 @@ def photo_distortion(strength: float | str = "medium", seed: int | None = None) 
             A.RandomBrightnessContrast(brightness_limit=0.25 * s, contrast_limit=0.25 * s, p=0.8),
             A.HueSaturationValue(hue_shift_limit=6 * s, sat_shift_limit=20 * s, val_shift_limit=10 * s, p=0.5),
             A.RandomGamma(gamma_limit=(100 - 20 * s, 100 + 20 * s), p=0.3),
-            A.RandomShadow(shadow_roi=(0, 0, 1, 1), num_shadows_limit=(1, 2), shadow_intensity_range=(0.1, 0.1 + 0.3 * s), p=0.3 * s),
+            A.RandomShadow(
+                shadow_roi=(0, 0, 1, 1), num_shadows_limit=(1, 2), shadow_intensity_range=(0.1, 0.1 + 0.3 * s), p=0.3 * s
+            ),
             # optics and sensor: focus, hand shake, noise, compression
             A.OneOf(
                 [

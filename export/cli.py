@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> None:
 
     from docemb.contract import describe_onnx, sha256, write_contract
     from docemb.errors import DocembError
-    from docemb.imageio import list_images, load_images
     from docemb.export.onnx_export import export_onnx, verify_onnx
+    from docemb.imageio import list_images, load_images
     from docemb.model import ModelConfig, build_model, load_model, read_model_metadata
 
     if not args.ckpt and not args.untrained:
@@ -36,7 +36,12 @@ def run(args: argparse.Namespace) -> None:
     if args.ckpt:
         model = load_model(args.ckpt)
         metadata = read_model_metadata(args.ckpt)
-        source = {"checkpoint": str(Path(args.ckpt).resolve()), "checkpoint_sha256": sha256(args.ckpt), "run": metadata.get("run"), "epoch": metadata.get("epoch")}
+        source = {
+            "checkpoint": str(Path(args.ckpt).resolve()),
+            "checkpoint_sha256": sha256(args.ckpt),
+            "run": metadata.get("run"),
+            "epoch": metadata.get("epoch"),
+        }
     if args.untrained:
         config = model.config if args.ckpt else ModelConfig(arch=args.arch or "lcnet_050")
         model = build_model(config, seed=args.seed).eval()
@@ -54,5 +59,10 @@ def run(args: argparse.Namespace) -> None:
     if "onnx" in args.include:
         path = export_onnx(model, out / f"{name}.onnx", simplify=not args.no_simplify)
         difference = max(verify_onnx(model, path, check_inputs), verify_onnx(model, path, check_inputs[:1]))
-        contract = write_contract(path, model.preprocessing, describe_onnx(path), {**source, "exporter": "torch.onnx legacy, opset 17", "max_abs_diff_vs_torch": difference})
+        contract = write_contract(
+            path,
+            model.preprocessing,
+            describe_onnx(path),
+            {**source, "exporter": "torch.onnx legacy, opset 17", "max_abs_diff_vs_torch": difference},
+        )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - onnx| = {difference:.1e}) and {contract}")

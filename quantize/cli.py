@@ -9,11 +9,24 @@ KINDS = ("dynamic", "static")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="float ONNX model written by `docemb export` (its contract must sit beside it)")
-    parser.add_argument("--calib", nargs="+", help="image folder(s) to calibrate on: the training data or real images like the ones users match (required for static)")
+    parser.add_argument(
+        "--model", required=True, help="float ONNX model written by `docemb export` (its contract must sit beside it)"
+    )
+    parser.add_argument(
+        "--calib",
+        nargs="+",
+        help="image folder(s) to calibrate on: the training data or real images like the ones users match (required for static)",
+    )
     parser.add_argument("--out", help="output folder (default: the model's folder)")
-    parser.add_argument("--include", nargs="+", default=list(KINDS), choices=KINDS, help="which int8 models to write (default: both)")
-    parser.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile"], help="calibration methods to compare for static (default: all three)")
+    parser.add_argument(
+        "--include", nargs="+", default=list(KINDS), choices=KINDS, help="which int8 models to write (default: both)"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["minmax", "entropy", "percentile"],
+        help="calibration methods to compare for static (default: all three)",
+    )
     parser.add_argument("--calib-count", type=int, default=128, help="calibration images (default: 128)")
 
 
@@ -32,12 +45,22 @@ def run(args: argparse.Namespace) -> None:
     preprocessing = Preprocessing.from_dict(contract["preprocessing"])
     out = Path(args.out) if args.out else float_path.parent
     stem = float_path.stem
-    source = {"float_model": float_path.name, "float_sha256": contract["sha256"], "checkpoint": contract["source"].get("checkpoint")}
+    source = {
+        "float_model": float_path.name,
+        "float_sha256": contract["sha256"],
+        "checkpoint": contract["source"].get("checkpoint"),
+    }
     report: dict = {"float_model": str(float_path)}
 
     if "dynamic" in args.include:
         path = quantize_dynamic_int8(float_path, out / f"{stem}_int8_dynamic.onnx")
-        write_contract(path, preprocessing, describe_onnx(path), source, {"scheme": "onnxruntime dynamic int8", "weights": "int8 per-channel", "activations": "quantized at run time"})
+        write_contract(
+            path,
+            preprocessing,
+            describe_onnx(path),
+            source,
+            {"scheme": "onnxruntime dynamic int8", "weights": "int8 per-channel", "activations": "quantized at run time"},
+        )
         report["dynamic"] = {"file": path.name, "size_bytes": path.stat().st_size}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
@@ -59,7 +82,12 @@ def run(args: argparse.Namespace) -> None:
             "scheme": "onnxruntime static QDQ int8",
             "weights": "int8 symmetric per-channel",
             "activations": "uint8 asymmetric per-tensor",
-            "calibration": {"method": best, "images": len(calibration), "folders": [str(f) for f in args.calib], "compared": results},
+            "calibration": {
+                "method": best,
+                "images": len(calibration),
+                "folders": [str(f) for f in args.calib],
+                "compared": results,
+            },
         }
         write_contract(path, preprocessing, describe_onnx(path), source, quantization)
         report["static"] = {"file": path.name, "size_bytes": path.stat().st_size, "method": best, "compared": results}

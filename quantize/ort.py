@@ -30,10 +30,11 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 
 
 class ArrayReader(CalibrationDataReader):
-    """Feeds calibration inputs to onnxruntime in small batches."""
+    """Feeds calibration inputs to onnxruntime one image at a time: the histogram collectors
+    behind entropy and percentile calibration fail on batches of unequal size."""
 
-    def __init__(self, input_name: str, inputs: np.ndarray, batch_size: int = 16) -> None:
-        self.batches = iter([{input_name: inputs[i : i + batch_size]} for i in range(0, len(inputs), batch_size)])
+    def __init__(self, input_name: str, inputs: np.ndarray) -> None:
+        self.batches = iter([{input_name: inputs[i : i + 1]} for i in range(len(inputs))])
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)

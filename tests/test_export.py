@@ -43,7 +43,13 @@ def test_verify_catches_a_model_that_is_not_the_one_exported(small_model, export
 def test_contract_describes_the_model(small_model, exported):
     contract = check_contract(exported)
     size = small_model.config.input_size
-    assert contract["input"] == {"name": "image", "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW", "color_order": "RGB"}
+    assert contract["input"] == {
+        "name": "image",
+        "shape": ["batch", 3, size, size],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "color_order": "RGB",
+    }
     assert contract["output"]["shape"] == ["batch", small_model.config.embedding_dim]
     assert contract["output"]["l2_normalized"] is True
     assert contract["preprocessing"]["size"] == size
@@ -51,8 +57,14 @@ def test_contract_describes_the_model(small_model, exported):
     # following the contract by hand gives the same embedding as the shared preprocessing code
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     resized = small_model.preprocessing.resize(image).astype(np.float32) / 255.0
-    manual = ((resized - contract["preprocessing"]["mean"]) / contract["preprocessing"]["std"]).transpose(2, 0, 1)[None].astype(np.float32)
-    assert np.allclose(onnx_embedder(exported)(manual), torch_embedder(small_model)(small_model.preprocessing(image)[None]), atol=1e-4)
+    manual = (
+        ((resized - contract["preprocessing"]["mean"]) / contract["preprocessing"]["std"])
+        .transpose(2, 0, 1)[None]
+        .astype(np.float32)
+    )
+    assert np.allclose(
+        onnx_embedder(exported)(manual), torch_embedder(small_model)(small_model.preprocessing(image)[None]), atol=1e-4
+    )
 
 
 def test_contract_that_disagrees_with_the_model_is_refused(exported):

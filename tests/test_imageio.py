@@ -46,7 +46,17 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
 
 def test_cli_reports_a_bad_file_without_a_traceback(folder_with_bad_image, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "docemb.train", "--data", str(folder_with_bad_image), "--out", str(tmp_path / "run"), "--epochs", "1"],
+        [
+            sys.executable,
+            "-m",
+            "docemb.train",
+            "--data",
+            str(folder_with_bad_image),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+        ],
         capture_output=True,
         text=True,
     )

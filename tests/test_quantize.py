@@ -42,3 +42,11 @@ def test_static_keeps_the_method_with_least_drift(float_model, synth_train, smal
     measured = cosine_drift(onnx_embedder(float_model)(validation), onnx_embedder(out)(validation))
     assert measured["cos_mean"] == pytest.approx(results[best]["cos_mean"], abs=1e-6)
     assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(str(out)).graph.node}
+
+
+def test_histogram_calibration_takes_any_number_of_images(float_model, synth_train, small_model):
+    """Entropy and percentile collectors stack per-run outputs; a ragged last batch broke them."""
+    images = calibration_inputs([synth_train], small_model.preprocessing, count=4)
+    calibration = np.concatenate([images] * 5)[:18]
+    best, results = pick_static_method(float_model, float_model.with_name("s.onnx"), calibration, images, ("entropy", "percentile"))
+    assert set(results) == {"entropy", "percentile"} and best in results

@@ -16,8 +16,19 @@ from docemb.train.loop import lr_lambda, train
 
 def tiny_config(data, eval_data, out, epochs=2) -> TrainConfig:
     return TrainConfig(
-        data=[str(data)], eval_data=[str(eval_data)], out=str(out), epochs=epochs, batch_size=32, input_size=64,
-        embedding_dim=32, squeeze_channels=16, max_side=96, work_size=72, workers=0, warmup_epochs=0.5, eval_queries=1,
+        data=[str(data)],
+        eval_data=[str(eval_data)],
+        out=str(out),
+        epochs=epochs,
+        batch_size=32,
+        input_size=64,
+        embedding_dim=32,
+        squeeze_channels=16,
+        max_side=96,
+        work_size=72,
+        workers=0,
+        warmup_epochs=0.5,
+        eval_queries=1,
     )
 
 
@@ -30,7 +41,10 @@ def test_training_writes_model_config_metrics_and_report(synth_train, synth_eval
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
     assert all(float(r["loss"]) > 0 for r in history[1:])
     report = json.loads((run / "report.json").read_text())
-    assert set(report["trained"]) == {f"{synth_eval.parent.name}/{synth_eval.name}/recall@1", f"{synth_eval.parent.name}/{synth_eval.name}/recall@5"}
+    assert set(report["trained"]) == {
+        f"{synth_eval.parent.name}/{synth_eval.name}/recall@1",
+        f"{synth_eval.parent.name}/{synth_eval.name}/recall@5",
+    }
     model = load_model(model_path)
     assert model.config.embedding_dim == 32 and not model.training
 

@@ -68,7 +68,9 @@ def save_checkpoint(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
 
-    tensors = {f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules.items() for k, v in module.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules.items() for k, v in module.state_dict().items()
+    }
     optimizer_tensors, optimizer_meta = _split_optimizer(optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from docemb.imageio import OnError, list_images, load_images
 from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing
 from docemb.train.expansion import variant_image
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

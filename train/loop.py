@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import os
 import random
@@ -27,7 +26,6 @@ from docemb.train.data import ClassBatchSampler, ExpandedTemplates, load_templat
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
 
-log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
 GRAD_CLIP = 5.0
 
@@ -83,15 +81,26 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     model = build_model(model_config, seed=config.seed)
     if config.pretrained:
         load_pretrained_backbone(model, config.pretrained)
-    dataset = ExpandedTemplates(source.images, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed)
+    dataset = ExpandedTemplates(
+        source.images, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed
+    )
     if dataset.num_classes < config.batch_size // config.views_per_class:
-        raise DocembError(f"{dataset.num_classes} classes do not fill one batch of {config.batch_size // config.views_per_class}: add templates or lower --batch-size")
-    eval_sets = [build_eval_set(folder, model.preprocessing, config.eval_queries, seed=config.seed) for folder in config.eval_data]
+        raise DocembError(
+            f"{dataset.num_classes} classes do not fill one batch of {config.batch_size // config.views_per_class}: add templates or lower --batch-size"
+        )
+    eval_sets = [
+        build_eval_set(folder, model.preprocessing, config.eval_queries, seed=config.seed) for folder in config.eval_data
+    ]
     print(f"data: {source.report()} -> {dataset.num_classes} classes ({config.num_variants} per template)")
     for eval_set in eval_sets:
         print(f"eval: {eval_set.name}: {len(eval_set.templates)} templates, {len(eval_set.queries)} distorted queries")
 
-    pfc = PartialFC(dataset.num_classes, model_config.embedding_dim, build_margin(config.margin, config.margin_s, config.margin_m), config.sample_rate)
+    pfc = PartialFC(
+        dataset.num_classes,
+        model_config.embedding_dim,
+        build_margin(config.margin, config.margin_s, config.margin_m),
+        config.sample_rate,
+    )
     optimizer = torch.optim.AdamW(
         [
             {"params": model.parameters(), "weight_decay": config.weight_decay},
@@ -134,11 +143,18 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             samples += len(labels)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         seconds = time.perf_counter() - epoch_start
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "images_per_s": len(losses) * config.batch_size / seconds, **evaluate(model, eval_sets)}
+        row = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "images_per_s": len(losses) * config.batch_size / seconds,
+            **evaluate(model, eval_sets),
+        }
         state.history.append(row)
         state.epoch = epoch
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        save_model(run_dir / MODEL_FILE, model, metadata={"run": str(run_dir.resolve()), "epoch": epoch, "train_config": asdict(config)})
+        save_model(
+            run_dir / MODEL_FILE, model, metadata={"run": str(run_dir.resolve()), "epoch": epoch, "train_config": asdict(config)}
+        )
         save_checkpoint(run_dir, modules, optimizer, scheduler, state)
         _write_history(run_dir / "metrics.csv", state.history)
 

@@ -44,7 +44,11 @@ def template_spec(seed: int, index: int, family_size: int) -> TemplateSpec:
     kind = _rng(seed, "kind", family).choices(list(KIND_WEIGHTS), weights=list(KIND_WEIGHTS.values()))[0]
     member = index % family_size
     # member 0 is the family's base design; every other member changes one or two things
-    variations = () if member == 0 else tuple(sorted(_rng(seed, "var", index).sample(VARIATIONS, k=_rng(seed, "nvar", index).randint(1, 2))))
+    variations = (
+        ()
+        if member == 0
+        else tuple(sorted(_rng(seed, "var", index).sample(VARIATIONS, k=_rng(seed, "nvar", index).randint(1, 2))))
+    )
     return TemplateSpec(index=index, family=family, kind=kind, variations=variations)
 
 

@@ -8,15 +8,36 @@ family's members apart. The same family seed therefore yields near-duplicates, t
 from __future__ import annotations
 
 import colorsys
-import math
 import functools
+import math
 import random
 import string
 
 from PIL import Image, ImageDraw, ImageFont
 
 RGB = tuple[int, int, int]
-SYLLABLES = ("ka", "ro", "mi", "ten", "sa", "lo", "vi", "na", "del", "tor", "pa", "ex", "co", "ban", "ri", "um", "fi", "gra", "no", "sel")
+SYLLABLES = (
+    "ka",
+    "ro",
+    "mi",
+    "ten",
+    "sa",
+    "lo",
+    "vi",
+    "na",
+    "del",
+    "tor",
+    "pa",
+    "ex",
+    "co",
+    "ban",
+    "ri",
+    "um",
+    "fi",
+    "gra",
+    "no",
+    "sel",
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,7 +163,9 @@ def card(fam: random.Random, mem: random.Random, var: set[str], long_side: int) 
     text(draw, (int(w * 0.95), int(h * 0.12)), product, int(h * 0.07), ink, anchor="ra")
     if fam.random() < 0.85:  # chip
         cx, cy = int(w * 0.1), int(h * 0.38)
-        draw.rounded_rectangle((cx, cy, cx + int(h * 0.2), cy + int(h * 0.15)), radius=3, fill=(212, 175, 55), outline=(140, 110, 30))
+        draw.rounded_rectangle(
+            (cx, cy, cx + int(h * 0.2), cy + int(h * 0.15)), radius=3, fill=(212, 175, 55), outline=(140, 110, 30)
+        )
         draw.line((cx, cy + int(h * 0.075), cx + int(h * 0.2), cy + int(h * 0.075)), fill=(140, 110, 30))
     number = " ".join(digits(fam, 4) for _ in range(4))
     text(draw, (int(w * 0.08), int(h * 0.62)), number, int(h * 0.09), ink)
@@ -180,7 +203,13 @@ def id_card(fam: random.Random, mem: random.Random, var: set[str], long_side: in
     logo_kind = fam.randrange(8)
     if "logo" in var:
         logo_kind = (logo_kind + mem.randint(1, 7)) % 8
-    logo(draw, (int(w * 0.02), int(band_h * 0.1), int(w * 0.02 + band_h * 0.8), int(band_h * 0.9)), logo_kind, contrast_text(band), mix(band, paper, 0.5))
+    logo(
+        draw,
+        (int(w * 0.02), int(band_h * 0.1), int(w * 0.02 + band_h * 0.8), int(band_h * 0.9)),
+        logo_kind,
+        contrast_text(band),
+        mix(band, paper, 0.5),
+    )
     photo_left = fam.random() < 0.75
     px0 = int(w * 0.05) if photo_left else int(w * 0.68)
     py0, pw, ph = int(h * 0.28), int(w * 0.26), int(h * 0.6)
@@ -286,7 +315,13 @@ def letter(fam: random.Random, mem: random.Random, var: set[str], long_side: int
     logo_kind = fam.randrange(8)
     if "logo" in var:
         logo_kind = (logo_kind + mem.randint(1, 7)) % 8
-    logo(draw, (margin, int(header_h * 0.15), margin + int(header_h * 0.7), int(header_h * 0.85)), logo_kind, head_ink, mix(accent, (255, 255, 255), 0.5))
+    logo(
+        draw,
+        (margin, int(header_h * 0.15), margin + int(header_h * 0.7), int(header_h * 0.85)),
+        logo_kind,
+        head_ink,
+        mix(accent, (255, 255, 255), 0.5),
+    )
     company = words(fam, 2)
     if "heading" in var:
         company = words(mem, 2)
@@ -296,7 +331,14 @@ def letter(fam: random.Random, mem: random.Random, var: set[str], long_side: int
     for _ in range(3):  # address block
         text(draw, (margin, y), words(fam, 3), size, (50, 50, 50))
         y += int(size * 1.4)
-    text(draw, (w - margin, header_h + int(h * 0.04)), f"{fam.randint(1, 28)} {word(fam)} 20{fam.randint(10, 29)}", size, (50, 50, 50), anchor="ra")
+    text(
+        draw,
+        (w - margin, header_h + int(h * 0.04)),
+        f"{fam.randint(1, 28)} {word(fam)} 20{fam.randint(10, 29)}",
+        size,
+        (50, 50, 50),
+        anchor="ra",
+    )
     y += size * 2
     text(draw, (margin, y), words(fam, fam.randint(3, 6)), int(size * 1.4), (10, 10, 10))
     y += size * 3
@@ -311,13 +353,19 @@ def letter(fam: random.Random, mem: random.Random, var: set[str], long_side: int
             cw = (w - 2 * margin) // cols
             for r in range(rows):
                 for c in range(cols):
-                    draw.rectangle((margin + c * cw, y + r * size * 2, margin + (c + 1) * cw, y + (r + 1) * size * 2), outline=(120, 120, 120), fill=mix(accent, (255, 255, 255), 0.85) if r == 0 else None)
+                    draw.rectangle(
+                        (margin + c * cw, y + r * size * 2, margin + (c + 1) * cw, y + (r + 1) * size * 2),
+                        outline=(120, 120, 120),
+                        fill=mix(accent, (255, 255, 255), 0.85) if r == 0 else None,
+                    )
             y += rows * size * 2 + size * 2
         else:
             text_lines(draw, fam, (margin, y, w - margin, y + block_h), size, (40, 40, 40))
             y += block_h + size
     sig_y = min(y + size * 2, h - margin * 2)
-    draw.line([(margin + i * 8, sig_y + 6 * ((i * 7919 + fam.randrange(5)) % 3 - 1)) for i in range(10)], fill=(30, 30, 120), width=2)
+    draw.line(
+        [(margin + i * 8, sig_y + 6 * ((i * 7919 + fam.randrange(5)) % 3 - 1)) for i in range(10)], fill=(30, 30, 120), width=2
+    )
     draw.line((margin, h - margin, w - margin, h - margin), fill=accent, width=1)
     text(draw, (w // 2, h - margin + 4), words(fam, 4), int(size * 0.8), (110, 110, 110), anchor="ma")
     return image
