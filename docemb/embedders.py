@@ -14,10 +14,11 @@ Embedder = Callable[[np.ndarray], np.ndarray]
 
 def torch_embedder(model: torch.nn.Module) -> Embedder:
     model = model.eval()
+    device = next(model.parameters()).device
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(batch)).numpy()
+        return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
     return run
 

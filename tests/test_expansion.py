@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from docemb.preprocess import Preprocessing
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates
@@ -71,3 +72,16 @@ def test_class_batches_repeat_each_class_once_per_view():
         assert len(batch) == 8
         assert sorted(set(batch)) == sorted(batch[::2]) and batch[::2] == batch[1::2]
     assert sorted(c for b in batches for c in b[::2]) == list(range(100))
+
+
+def test_ranks_split_each_global_batch_without_overlap():
+    torch.manual_seed(3)
+    single = list(ClassBatchSampler(num_classes=100, batch_size=8, views=2, world_size=1))
+    per_rank = []
+    for rank in range(2):
+        torch.manual_seed(3)  # every rank seeds alike, as torchrun ranks do
+        per_rank.append(list(ClassBatchSampler(num_classes=100, batch_size=8, views=2, rank=rank, world_size=2)))
+    assert len(per_rank[0]) == len(per_rank[1]) == 100 // 8
+    for step, (a, b) in enumerate(zip(*per_rank)):
+        assert not set(a) & set(b)
+        assert a + b == single[2 * step] + single[2 * step + 1]

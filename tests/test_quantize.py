@@ -48,5 +48,7 @@ def test_histogram_calibration_takes_any_number_of_images(float_model, synth_tra
     """Entropy and percentile collectors stack per-run outputs; a ragged last batch broke them."""
     images = calibration_inputs([synth_train], small_model.preprocessing, count=4)
     calibration = np.concatenate([images] * 5)[:18]
-    best, results = pick_static_method(float_model, float_model.with_name("s.onnx"), calibration, images, ("entropy", "percentile"))
+    best, results = pick_static_method(
+        float_model, float_model.with_name("s.onnx"), calibration, images, ("entropy", "percentile")
+    )
     assert set(results) == {"entropy", "percentile"} and best in results

@@ -2,16 +2,31 @@
 
 import csv
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+
+import docemb.torchvision_fix  # noqa: F401
+
+# isort: split
+import timm
 
 from docemb.errors import DocembError
 from docemb.model import load_model
 from docemb.train.config import TrainConfig
 from docemb.train.loop import lr_lambda, train
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_config(data, eval_data, out, epochs=2) -> TrainConfig:
@@ -76,3 +91,53 @@ def test_schedule_warms_up_then_decays_to_zero():
         assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
         assert all(b <= a + 1e-12 for a, b in zip(values[10:], values[11:]))
         assert values[100] == pytest.approx(0.0)
+
+
+def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(synth_train, synth_eval, tmp_path):
+    torch.manual_seed(0)
+    teacher = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
+    weights = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, weights)
+    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
+    config.teacher, config.teacher_model, config.teacher_weights, config.teacher_size = (
+        "timm",
+        "mobilenetv3_small_050",
+        str(weights),
+        64,
+    )
+    train(config)
+    cache = list((tmp_path / ".teacher_cache").glob("*.safetensors"))
+    assert len(cache) == 1
+    assert load_file(cache[0])["features"].shape == (8 * 24, 1024)
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    checkpoint = load_file(tmp_path / "run" / "checkpoints" / "epoch_0001" / "rank0.safetensors")
+    assert "distill.projection.weight" in checkpoint  # the projection resumes with the run
+
+    stamp = cache[0].stat().st_mtime_ns
+    config.out = str(tmp_path / "run2")
+    train(config)
+    assert cache[0].stat().st_mtime_ns == stamp  # every row came from the cache
+
+
+def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval, tmp_path):
+    out = tmp_path / "run"
+    flags = [
+        *("--data", str(synth_train), "--eval-data", str(synth_eval), "--batch-size", "32", "--input-size", "64"),
+        *("--embedding-dim", "32", "--squeeze-channels", "16", "--max-side", "96", "--work-size", "72"),
+        *("--workers", "0", "--eval-queries", "1", "--no-tensorboard"),
+    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [*torchrun, "-m", "docemb.train", *flags, "--out", str(out), "--epochs", "1"], check=True, env=env, timeout=300
+    )
+    checkpoint = out / "checkpoints" / "epoch_0001"
+    assert sorted(p.name for p in checkpoint.glob("rank*.safetensors")) == ["rank0.safetensors", "rank1.safetensors"]
+    assert json.loads((checkpoint / "state.json").read_text())["world_size"] == 2
+    shards = [load_file(checkpoint / f"rank{r}.safetensors")["pfc.weight"] for r in range(2)]
+    assert shards[0].shape[0] + shards[1].shape[0] == 8 * 24  # centres are split, not copied
+
+    subprocess.run([*torchrun, "-m", "docemb.train", "--resume", str(out), "--epochs", "2"], check=True, env=env, timeout=300)
+    history = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    assert json.loads((out / "report.json").read_text())["world_size"] == 2

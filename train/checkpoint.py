@@ -2,7 +2,9 @@
 
 Each checkpoint is a folder written under a temporary name and renamed when complete; then
 `latest.json` is replaced atomically to point at it. A kill at any moment leaves the previous
-checkpoint intact and pointed to.
+checkpoint intact and pointed to. Under torch.distributed every rank writes its own tensors
+(its PartialFC shard, optimizer moments and RNG) as `rank<r>.safetensors`; rank 0 writes the
+JSON and renames the folder once all ranks are done.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from docemb.atomic import write_json
 from docemb.errors import DocembError
+from docemb.train.distributed import barrier
 
 LATEST = "latest.json"
 KEEP = 2
@@ -61,25 +64,51 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainingState,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"epoch_{state.epoch:04d}"
     partial = root / f".epoch_{state.epoch:04d}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    if rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    barrier()
 
     tensors = {
         f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules.items() for k, v in module.state_dict().items()
     }
-    optimizer_tensors, optimizer_meta = _split_optimizer(optimizer.state_dict())
+    optimizer_tensors, _ = _split_optimizer(optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, partial / "state.safetensors")
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, partial / f"rank{rank}.safetensors")
+    barrier()
+    if rank == 0:
+        _write_meta(partial, state, optimizer, scheduler, world_size)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        write_json(root / LATEST, {"checkpoint": final.name})
+        for old in sorted(root.glob("epoch_*"))[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
 
+
+def _write_meta(
+    folder: Path,
+    state: TrainingState,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    world_size: int,
+) -> None:
+    _, optimizer_meta = _split_optimizer(optimizer.state_dict())
     np_state = np.random.get_state()
     meta = {
         "epoch": state.epoch,
         "step": state.step,
+        "world_size": world_size,
         "history": state.history,
         "optimizer": optimizer_meta,
         "scheduler": scheduler.state_dict(),
@@ -88,13 +117,7 @@ def save_checkpoint(
             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         },
     }
-    (partial / "state.json").write_text(json.dumps(meta))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
-    write_json(root / LATEST, {"checkpoint": final.name})
-    for old in sorted(root.glob("epoch_*"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    (folder / "state.json").write_text(json.dumps(meta))
 
 
 def load_checkpoint(
@@ -102,21 +125,29 @@ def load_checkpoint(
     modules: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TrainingState:
     """Restore modules, optimizer, scheduler and RNGs in place from the latest checkpoint."""
     root = run_dir / "checkpoints"
     try:
         folder = root / json.loads((root / LATEST).read_text())["checkpoint"]
-        tensors = load_file(folder / "state.safetensors")
         meta = json.loads((folder / "state.json").read_text())
+        tensors = load_file(folder / f"rank{rank}.safetensors")
     except (OSError, KeyError, ValueError) as exc:
         raise DocembError(f"{root}: no usable checkpoint to resume from ({exc})") from None
+    if meta.get("world_size", 1) != world_size:
+        raise DocembError(
+            f"{folder}: written by {meta.get('world_size', 1)} rank(s); resume it with the same number, not {world_size}"
+        )
     for name, module in modules.items():
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     py = meta["rng"]["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     kind, keys, pos, has_gauss, cached = meta["rng"]["numpy"]

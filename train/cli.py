@@ -12,9 +12,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Single process: `docemb train ...`; several: `torchrun --nproc-per-node N -m docemb.train ...`."""
+    from docemb.train.distributed import teardown
     from docemb.train.loop import train
 
     if args.resume:
         args.config = args.config or f"{args.resume}/config.yaml"
         args.out = args.resume
-    train(train_config.resolve(args), resume=bool(args.resume))
+    try:
+        train(train_config.resolve(args), resume=bool(args.resume))
+    finally:
+        teardown()

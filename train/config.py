@@ -43,6 +43,14 @@ class TrainConfig:
     margin_s: float = 32.0
     margin_m: float = 0.25
     sample_rate: float = 0.2
+    # distillation from a frozen teacher (train/teacher.py); None trains without one
+    teacher: str | None = None  # open_clip | timm | efficientnet_lite0
+    teacher_model: str | None = None  # open_clip or timm model name
+    teacher_weights: str | None = None  # local weights file; never downloaded
+    teacher_size: int | None = None  # teacher input size (default: its native size)
+    teacher_temperature: float = 0.1
+    teacher_weight: float = 1.0
+    teacher_cache: str | None = None  # feature cache folder (default: .teacher_cache beside the run)
     # optimisation
     epochs: int = 3
     batch_size: int = 64
@@ -51,7 +59,11 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 0.3
     schedule: str = "cosine"  # cosine | poly
+    grad_clip: float = 5.0
     workers: int = 1
+    device: str = "auto"  # auto | cpu | cuda; under torchrun each rank takes cuda:LOCAL_RANK
+    amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; none on CPU) | none | fp16 | bf16
+    tensorboard: bool = True
     seed: int = 0
     eval_queries: int = 2  # distorted queries per held-out template
 
@@ -70,6 +82,12 @@ class TrainConfig:
             raise DocembError("no training data: give --data FOLDER (for example the output of `docemb synth`)")
         if self.schedule not in ("cosine", "poly"):
             raise DocembError(f"schedule must be cosine or poly, got {self.schedule!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise DocembError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.amp not in ("auto", "none", "fp16", "bf16"):
+            raise DocembError(f"amp must be auto, none, fp16 or bf16, got {self.amp!r}")
+        if self.teacher is not None and self.teacher_temperature <= 0:
+            raise DocembError("teacher_temperature must be > 0")
         if self.epochs < 1 or self.batch_size < 2:
             raise DocembError("epochs must be >= 1 and batch_size >= 2")
         if self.views_per_class < 1 or self.batch_size % self.views_per_class:

@@ -95,20 +95,25 @@ class ClassBatchSampler(Sampler[list[int]]):
     With one sample per class per epoch a class centre and its images meet once an epoch, and
     short runs learn little. Two differently distorted views of a class in the same batch pull
     towards the same centre at once, so invariance to photo distortion is learned from step one.
+
+    Under torch.distributed every rank draws the same permutation (same seed) and takes its own
+    slice of each global batch, so ranks never repeat each other's classes within a step.
     """
 
-    def __init__(self, num_classes: int, batch_size: int, views: int = 2) -> None:
+    def __init__(self, num_classes: int, batch_size: int, views: int = 2, rank: int = 0, world_size: int = 1) -> None:
         if views < 1 or batch_size % views:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of views ({views})")
         self.num_classes = num_classes
         self.classes_per_batch = batch_size // views
         self.views = views
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.num_classes // self.classes_per_batch
+        return self.num_classes // (self.classes_per_batch * self.world_size)
 
     def __iter__(self):
-        order = torch.randperm(self.num_classes)  # global RNG: restored on resume
+        order = torch.randperm(self.num_classes)  # global RNG: restored on resume, equal on all ranks
+        step = self.classes_per_batch * self.world_size
         for i in range(len(self)):
-            classes = order[i * self.classes_per_batch : (i + 1) * self.classes_per_batch]
-            yield classes.repeat_interleave(self.views).tolist()
+            start = i * step + self.rank * self.classes_per_batch
+            yield order[start : start + self.classes_per_batch].repeat_interleave(self.views).tolist()

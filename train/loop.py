@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -23,11 +24,12 @@ from docemb.model import EmbeddingModel, build_model, load_pretrained_backbone, 
 from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig, to_yaml
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates, load_templates, seed_worker
+from docemb.train.distributed import barrier, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
+from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
 MODEL_FILE = "model.safetensors"
-GRAD_CLIP = 5.0
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -67,14 +69,41 @@ def _write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
+def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "none" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra; metrics.csv is always written
+        print("tensorboard is not installed: logging to metrics.csv only")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
 def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train per `config`; returns the path of the final model. Resumable after a kill."""
+    """Train per `config`; returns the path of the final model. Resumable after a kill.
+
+    Runs as one process, or as one rank of `torchrun`: the backbone is replicated (DDP), the
+    PartialFC centres are sharded, rank 0 evaluates and writes the run folder.
+    """
+    runtime = setup(config.device)
     run_dir = Path(config.out)
     if not resume and (run_dir / "checkpoints").exists():
         raise DocembError(f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", to_yaml(config))
+    barrier()  # every rank checked before rank 0 creates the folder
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", to_yaml(config))
     _seed_everything(config.seed)
+    device = runtime.device
 
     source = load_templates(config.data, config.max_side, on_error="skip" if config.skip_bad_images else "raise")
     model_config = config.model_config()
@@ -84,16 +113,21 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     dataset = ExpandedTemplates(
         source.images, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed
     )
-    if dataset.num_classes < config.batch_size // config.views_per_class:
+    classes_per_step = config.batch_size // config.views_per_class * runtime.world_size
+    if dataset.num_classes < classes_per_step:
         raise DocembError(
-            f"{dataset.num_classes} classes do not fill one batch of {config.batch_size // config.views_per_class}: add templates or lower --batch-size"
+            f"{dataset.num_classes} classes do not fill one step of {classes_per_step}: add templates or lower --batch-size"
         )
-    eval_sets = [
-        build_eval_set(folder, model.preprocessing, config.eval_queries, seed=config.seed) for folder in config.eval_data
-    ]
-    print(f"data: {source.report()} -> {dataset.num_classes} classes ({config.num_variants} per template)")
-    for eval_set in eval_sets:
-        print(f"eval: {eval_set.name}: {len(eval_set.templates)} templates, {len(eval_set.queries)} distorted queries")
+    eval_sets = (
+        [build_eval_set(folder, model.preprocessing, config.eval_queries, seed=config.seed) for folder in config.eval_data]
+        if runtime.is_main
+        else []
+    )
+    if runtime.is_main:
+        print(f"data: {source.report()} -> {dataset.num_classes} classes ({config.num_variants} per template)")
+        for eval_set in eval_sets:
+            print(f"eval: {eval_set.name}: {len(eval_set.templates)} templates, {len(eval_set.queries)} distorted queries")
+        print(f"device: {device}, {runtime.world_size} process(es), {torch.get_num_threads()} thread(s) each")
 
     pfc = PartialFC(
         dataset.num_classes,
@@ -101,76 +135,132 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         build_margin(config.margin, config.margin_s, config.margin_m),
         config.sample_rate,
     )
+    modules: dict[str, torch.nn.Module] = {"model": model, "pfc": pfc}
+    distill, teacher_targets = None, None
+    if config.teacher:
+        teacher_targets = _teacher_targets(config, source.images, run_dir, runtime.is_main)
+        distill = DistillationLoss(
+            model_config.embedding_dim, teacher_targets.shape[1], config.teacher_temperature, config.teacher_weight
+        )
+        modules["distill"] = distill
+    for module in modules.values():
+        module.to(device)
+    trained_model = DistributedDataParallel(model) if runtime.world_size > 1 else model
+    head_params = [*pfc.parameters(), *(distill.parameters() if distill else [])]
     optimizer = torch.optim.AdamW(
         [
             {"params": model.parameters(), "weight_decay": config.weight_decay},
-            {"params": pfc.parameters(), "weight_decay": 0.0},  # centres are normalised; decay would only shrink their step
+            {"params": head_params, "weight_decay": 0.0},  # centres are normalised; decay would only shrink their step
         ],
         lr=config.lr,
     )
-    sampler = ClassBatchSampler(dataset.num_classes, config.batch_size, config.views_per_class)
+    sampler = ClassBatchSampler(dataset.num_classes, config.batch_size, config.views_per_class, runtime.rank, runtime.world_size)
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup_steps, config.schedule))
-    modules = {"model": model, "pfc": pfc}
+    autocast_dtype = _autocast_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     if resume:
-        state = load_checkpoint(run_dir, modules, optimizer, scheduler)
-        print(f"resumed {run_dir} after epoch {state.epoch}")
+        state = load_checkpoint(run_dir, modules, optimizer, scheduler, runtime.rank, runtime.world_size)
+        if runtime.is_main:
+            print(f"resumed {run_dir} after epoch {state.epoch}")
     else:
         state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(model, eval_sets)}])
+    writer = _tensorboard(run_dir, config.tensorboard) if runtime.is_main else None
     started = time.perf_counter()
     samples = 0
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        model.train()
-        pfc.train()
+        for module in modules.values():
+            module.train()
         if config.workers == 0 and dataset.pipeline is not None:
-            dataset.pipeline.set_random_seed(config.seed * 1000 + epoch)
+            dataset.pipeline.set_random_seed(config.seed * 1000 + epoch + 7919 * runtime.rank)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers, worker_init_fn=seed_worker)
         losses = []
         epoch_start = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True, disable=not runtime.is_main)
         for images, labels in bar:
-            loss = pfc(model(images), labels)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                embeddings = trained_model(images)
+            loss = pfc(embeddings, labels)
+            terms = {"margin": loss.item()}
+            if distill is not None:
+                kd = distill(embeddings, teacher_targets[labels.cpu()].to(device))
+                terms["distill"] = kd.item()
+                loss = loss + kd
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([*model.parameters(), *pfc.parameters()], GRAD_CLIP)
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             state.step += 1
             losses.append(loss.item())
-            samples += len(labels)
+            samples += len(labels) * runtime.world_size
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if writer is not None:
+                writer.add_scalar("train/loss", losses[-1], state.step)
+                writer.add_scalars("train/terms", terms, state.step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
         seconds = time.perf_counter() - epoch_start
         row = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
-            "images_per_s": len(losses) * config.batch_size / seconds,
+            "images_per_s": len(losses) * config.batch_size * runtime.world_size / seconds,
             **evaluate(model, eval_sets),
         }
         state.history.append(row)
         state.epoch = epoch
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        save_model(
-            run_dir / MODEL_FILE, model, metadata={"run": str(run_dir.resolve()), "epoch": epoch, "train_config": asdict(config)}
-        )
-        save_checkpoint(run_dir, modules, optimizer, scheduler, state)
-        _write_history(run_dir / "metrics.csv", state.history)
+        if runtime.is_main:
+            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(f"epoch/{key}", value, epoch)
+                writer.flush()
+            save_model(
+                run_dir / MODEL_FILE,
+                model,
+                metadata={"run": str(run_dir.resolve()), "epoch": epoch, "train_config": asdict(config)},
+            )
+            _write_history(run_dir / "metrics.csv", state.history)
+        save_checkpoint(run_dir, modules, optimizer, scheduler, state, runtime.rank, runtime.world_size)
 
-    report = {
-        "model": str(run_dir / MODEL_FILE),
-        "untrained": {k: v for k, v in state.history[0].items() if "/" in k},
-        "trained": {k: v for k, v in state.history[-1].items() if "/" in k},
-        "epochs": config.epochs,
-        "train_seconds_this_session": round(time.perf_counter() - started, 1),
-        "images_per_s": round(samples / max(1e-9, time.perf_counter() - started), 1),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-    }
-    write_json(run_dir / "report.json", report)
-    _print_report(report)
+    if writer is not None:
+        writer.close()
+    if runtime.is_main:
+        report = {
+            "model": str(run_dir / MODEL_FILE),
+            "untrained": {k: v for k, v in state.history[0].items() if "/" in k},
+            "trained": {k: v for k, v in state.history[-1].items() if "/" in k},
+            "epochs": config.epochs,
+            "train_seconds_this_session": round(time.perf_counter() - started, 1),
+            "images_per_s": round(samples / max(1e-9, time.perf_counter() - started), 1),
+            "device": str(device),
+            "world_size": runtime.world_size,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        }
+        write_json(run_dir / "report.json", report)
+        _print_report(report)
+    barrier()
     return run_dir / MODEL_FILE
+
+
+def _teacher_targets(config: TrainConfig, images: list[np.ndarray], run_dir: Path, is_main: bool) -> torch.Tensor:
+    """Teacher features for every class; rank 0 fills the cache, the other ranks read it."""
+    teacher = build_teacher(config.teacher, config.teacher_model, config.teacher_weights, config.teacher_size)
+    cache = Path(config.teacher_cache) if config.teacher_cache else run_dir.parent / ".teacher_cache"
+    if is_main:
+        features = teacher_features(teacher, images, config.num_variants, cache)
+        print(f"teacher: {teacher.name}, {features.shape[1]}-d features for {features.shape[0]} classes (cache: {cache})")
+    barrier()
+    if not is_main:
+        features = teacher_features(teacher, images, config.num_variants, cache)
+    return features
 
 
 def _print_report(report: dict) -> None:

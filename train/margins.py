@@ -1,6 +1,7 @@
 """Additive margins on cosine logits: CosFace, ArcFace and the combined form cos(m1*t + m2) - m3.
 
-The margin is applied to the target class only; the result is scaled by s before softmax.
+The margin is applied to the target class only; the result is scaled by s before softmax. A
+target of -1 marks a row whose class is held by another rank (sharded PartialFC): it gets no margin.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class CombinedMargin(nn.Module):
         self.fallback = math.sin(math.pi - m2) * m2
 
     def forward(self, cosine: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(cosine.shape[0], device=cosine.device)
+        rows = (target >= 0).nonzero().squeeze(1)
+        target = target[rows]
         target_cos = cosine[rows, target]
         if self.m1 != 1.0 or self.m2 != 0.0:
             theta = torch.acos(target_cos.clamp(-1 + 1e-7, 1 - 1e-7))

@@ -1,48 +1,144 @@
 """PartialFC: a margin-softmax classifier over millions of classes that samples its centres.
 
-Each step scores the batch against only `sample_rate` of the class centres, but always against
-every centre that is a positive in the batch (if the positives alone exceed the sample, all of
-them are kept). The softmax over this subset approximates the full one, at a fraction of the
-compute and activation memory (An et al., "Partial FC", 2021).
+Class centres are sharded across ranks: rank r owns a contiguous block of classes. Each step
+every rank sees the whole (gathered) batch, scores it against `sample_rate` of its own centres,
+always keeping the centres that are positives in the batch (if the positives alone exceed the
+sample, all of them are kept), and the softmax normaliser is reduced across ranks. The softmax
+over this subset approximates the full one, at a fraction of the compute and activation memory
+(An et al., "Partial FC", 2021). With one process no process group is needed.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from docemb.model import l2_normalize
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
+    """First class and number of classes of `rank`'s shard; shards differ in size by at most one."""
+    base, extra = divmod(num_classes, world_size)
+    start = rank * base + min(rank, extra)
+    return start, base + (rank < extra)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient for this rank's rows.
+
+    The result is multiplied by the world size: DistributedDataParallel averages the backbone's
+    gradients over ranks, and the factor cancels that, so W ranks with batch B take exactly the
+    step one process takes with batch W*B.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        rank, world_size = world()
+        ctx.rank, ctx.world_size, ctx.rows = rank, world_size, tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows] * ctx.world_size
+
+
+class _ShardedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy when each rank holds a block of the logits' columns.
+
+    `target[i]` is the column of row i's class in this rank's block, or -1 when another rank
+    holds it. Max and sum of the softmax are reduced across ranks, so every rank gets the loss
+    of the full softmax and the exact gradient of its own columns.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        row_max = logits.max(dim=1).values
+        dist.all_reduce(row_max, op=dist.ReduceOp.MAX)
+        exp = (logits - row_max[:, None]).exp()
+        denominator = exp.sum(dim=1)
+        dist.all_reduce(denominator)
+        rows = (target >= 0).nonzero().squeeze(1)
+        target_logit = torch.zeros_like(row_max)
+        target_logit[rows] = logits[rows, target[rows]] - row_max[rows]
+        dist.all_reduce(target_logit)
+        ctx.save_for_backward(exp / denominator[:, None], rows, target)
+        return (denominator.log() - target_logit).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        softmax, rows, target = ctx.saved_tensors
+        softmax[rows, target[rows]] -= 1
+        return softmax * (grad / softmax.shape[0]), None
+
+
 class PartialFC(nn.Module):
+    """Sampled margin-softmax over this rank's shard of `num_classes` class centres."""
+
     def __init__(self, num_classes: int, embedding_dim: int, margin: nn.Module, sample_rate: float = 0.1) -> None:
         super().__init__()
         if not 0 < sample_rate <= 1:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        self.rank, self.world_size = world()
+        if num_classes < self.world_size:
+            raise ValueError(f"{num_classes} classes cannot be sharded over {self.world_size} ranks")
         self.num_classes = num_classes
+        self.class_start, self.num_local = shard_range(num_classes, self.rank, self.world_size)
         self.sample_rate = sample_rate
         self.margin = margin
-        self.weight = nn.Parameter(torch.normal(0, 0.01, (num_classes, embedding_dim)))
+        self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_dim)))
 
     def sample(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sorted indices of the centres used this step, and the labels remapped into them."""
+        """Sorted local indices of the centres used this step, and each label's column among
+        them (-1 for labels held by another rank)."""
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
-        positives = torch.unique(labels, sorted=True)
-        num_sample = max(int(self.sample_rate * self.num_classes), positives.numel())
-        if num_sample >= self.num_classes:
-            return torch.arange(self.num_classes, device=labels.device), labels
-        scores = torch.rand(self.num_classes, device=labels.device)
-        scores[positives] = 2.0  # above any random score: positives are always in the top k
-        index = torch.topk(scores, num_sample, sorted=False).indices.sort().values
-        return index, torch.searchsorted(index, labels)
+        local = labels - self.class_start
+        mine = (local >= 0) & (local < self.num_local)
+        positives = torch.unique(local[mine], sorted=True)
+        num_sample = max(int(self.sample_rate * self.num_local), positives.numel())
+        if num_sample >= self.num_local:
+            index = torch.arange(self.num_local, device=labels.device)
+        else:
+            scores = torch.rand(self.num_local, device=labels.device)
+            scores[positives] = 2.0  # above any random score: positives are always in the top k
+            index = torch.topk(scores, num_sample, sorted=False).indices.sort().values
+        target = torch.full_like(labels, -1)
+        target[mine] = torch.searchsorted(index, local[mine])
+        return index, target
+
+    def sampled_loss(self, embeddings: torch.Tensor, index: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Margin cross-entropy of the (gathered) batch against the centres `index`."""
+        centres = l2_normalize(self.weight[index])
+        cosine = (l2_normalize(embeddings.float()) @ centres.T).clamp(-1, 1)
+        logits = self.margin(cosine, target)
+        if self.world_size == 1:
+            return F.cross_entropy(logits, target)
+        return _ShardedCrossEntropy.apply(logits, target)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss of this rank's batch; under torch.distributed every rank returns the same value."""
+        if self.world_size > 1:
+            embeddings = _GatherWithGrad.apply(embeddings)
+            gathered = [torch.empty_like(labels) for _ in range(self.world_size)]
+            dist.all_gather(gathered, labels.contiguous())
+            labels = torch.cat(gathered)
         index, target = self.sample(labels)
-        centres = l2_normalize(self.weight[index])
-        cosine = (l2_normalize(embeddings) @ centres.T).clamp(-1, 1)
-        return F.cross_entropy(self.margin(cosine, target), target)
+        return self.sampled_loss(embeddings, index, target)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, sample_rate={self.sample_rate}"
+        shard = f", shard={self.class_start}..{self.class_start + self.num_local - 1}" if self.world_size > 1 else ""
+        return f"num_classes={self.num_classes}, sample_rate={self.sample_rate}{shard}"

@@ -1,0 +1,88 @@
+"""Sharded PartialFC on 2 CPU processes (gloo) against one process on the same global batch."""
+
+import os
+import socket
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from docemb.train.margins import build_margin
+from docemb.train.partial_fc import PartialFC, shard_range
+
+NUM_CLASSES, DIM, FEATURES, BATCH, WORLD = 37, 8, 5, 12, 2
+
+
+def problem(margin: str):
+    """The same model, centres, inputs and labels in every process."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(FEATURES, DIM)
+    weight = torch.randn(NUM_CLASSES, DIM)
+    inputs = torch.randn(BATCH, FEATURES)
+    labels = torch.tensor([0, 3, 3, 17, 18, 19, 36, 35, 5, 20, 20, 1])
+    return model, weight, inputs, labels, build_margin(margin, 16.0, 0.3)
+
+
+def worker(rank: int, port: int, margin: str, sample_rate: float, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        torch.save(one_step(rank, margin, sample_rate), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # DDP and its reducer are gone on every rank before the group is torn down
+    finally:
+        dist.destroy_process_group()
+
+
+def one_step(rank: int, margin: str, sample_rate: float) -> dict[str, torch.Tensor]:
+    model, weight, inputs, labels, margin_module = problem(margin)
+    ddp = DistributedDataParallel(model)
+    pfc = PartialFC(NUM_CLASSES, DIM, margin_module, sample_rate)
+    start, count = shard_range(NUM_CLASSES, rank, WORLD)
+    pfc.weight.data.copy_(weight[start : start + count])
+    sampled = []
+    sample = pfc.sample
+    pfc.sample = lambda lab: sampled.append(sample(lab)) or sampled[-1]  # record the draw
+    torch.manual_seed(100 + rank)  # ranks draw their samples independently
+    local = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    loss = pfc(ddp(inputs[local]), labels[local])
+    loss.backward()
+    return {
+        "loss": loss.detach(),
+        "model_grad": model.weight.grad,
+        "model_bias_grad": model.bias.grad,
+        "centre_grad": pfc.weight.grad,
+        "sampled": sampled[0][0] + start,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("margin,sample_rate", [("cosface", 1.0), ("arcface", 1.0), ("cosface", 0.4)])
+def test_two_gloo_ranks_match_one_process(tmp_path, margin, sample_rate):
+    mp.spawn(worker, args=(free_port(), margin, sample_rate, str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+    model, weight, inputs, labels, margin_module = problem(margin)
+    pfc = PartialFC(NUM_CLASSES, DIM, margin_module, 1.0)
+    pfc.weight.data.copy_(weight)
+    union = torch.cat([r["sampled"] for r in ranks])  # ranks' shards are disjoint and in order
+    assert set(labels.tolist()) <= set(union.tolist())
+    loss = pfc.sampled_loss(model(inputs), union, torch.searchsorted(union, labels))
+    loss.backward()
+
+    for r in ranks:
+        assert torch.allclose(r["loss"], loss, atol=1e-5)
+        assert torch.allclose(r["model_grad"], model.weight.grad, atol=1e-5)
+        assert torch.allclose(r["model_bias_grad"], model.bias.grad, atol=1e-5)
+    centre_grad = torch.cat([r["centre_grad"] for r in ranks])
+    assert torch.allclose(centre_grad, pfc.weight.grad, atol=1e-5)
+    unsampled = torch.ones(NUM_CLASSES, dtype=torch.bool)
+    unsampled[union] = False
+    assert torch.all(centre_grad[unsampled] == 0)
