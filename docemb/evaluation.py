@@ -98,6 +98,54 @@ def retrieval_metrics(embeddings: Embeddings, query_labels: np.ndarray, ks: tupl
     return {f"recall@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
+FPR_TARGETS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def pair_scores(embeddings: Embeddings, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of every query with every template: (same-document scores, other-document scores)."""
+    scores = embeddings.queries @ embeddings.templates.T
+    same = np.zeros_like(scores, dtype=bool)
+    same[np.arange(len(query_labels)), query_labels] = True
+    return scores[same], scores[~same]
+
+
+def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """Probability that a random same-document pair outscores a random other-document pair."""
+    ordered = np.sort(negatives)
+    below = np.searchsorted(ordered, positives, side="left")
+    ties = np.searchsorted(ordered, positives, side="right") - below
+    return float(np.mean((below + 0.5 * ties) / len(ordered)))
+
+
+def tpr_at_fpr(positives: np.ndarray, negatives: np.ndarray, targets: tuple[float, ...] = FPR_TARGETS) -> list[dict]:
+    """For each target false-positive rate: the match threshold that keeps it, and the share of
+    true pairs accepted there. A target below 1 / (number of negative pairs) cannot be measured
+    on this set; its row says so (`measurable: False`) and uses the strictest threshold seen."""
+    descending = np.sort(negatives)[::-1]
+    rows = []
+    for target in targets:
+        allowed = int(np.floor(target * len(descending)))  # negatives allowed above the threshold
+        threshold = float(descending[min(allowed, len(descending) - 1)])
+        rows.append(
+            {
+                "fpr": target,
+                "threshold": threshold,
+                "tpr": float(np.mean(positives > threshold)),
+                "measurable": allowed >= 1,
+            }
+        )
+    return rows
+
+
+def verification_metrics(embeddings: Embeddings, query_labels: np.ndarray) -> dict[str, float]:
+    """AUROC and TPR at FPR 1e-3 / 1e-2 over all query-template pairs (for training logs)."""
+    positives, negatives = pair_scores(embeddings, query_labels)
+    metrics = {"auroc": roc_auc(positives, negatives)}
+    for row in tpr_at_fpr(positives, negatives, (1e-3, 1e-2)):
+        metrics[f"tpr@fpr{row['fpr']:.0e}"] = row["tpr"]
+    return metrics
+
+
 def cosine_drift(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Cosine between the two models' embeddings of the same image, row i with row i."""
     if reference.shape != candidate.shape:

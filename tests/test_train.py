@@ -56,10 +56,13 @@ def test_training_writes_model_config_metrics_and_report(synth_train, synth_eval
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
     assert all(float(r["loss"]) > 0 for r in history[1:])
     report = json.loads((run / "report.json").read_text())
-    assert set(report["trained"]) == {
-        f"{synth_eval.parent.name}/{synth_eval.name}/recall@1",
-        f"{synth_eval.parent.name}/{synth_eval.name}/recall@5",
+    name = f"{synth_eval.parent.name}/{synth_eval.name}"
+    assert set(report["trained"]) == {f"{name}/{k}" for k in ("recall@1", "recall@5", "auroc", "tpr@fpr1e-03", "tpr@fpr1e-02")}
+    assert [row["fpr"] for row in report["thresholds"][name]] == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    assert {p.name for p in (run / "plots").iterdir()} == {
+        f"{name.replace('/', '_')}_{kind}.png" for kind in ("roc", "scores", "retrieval")
     }
+    assert json.loads((run / "data_report.json").read_text())["classes"] == 8 * 24
     model = load_model(model_path)
     assert model.config.embedding_dim == 32 and not model.training
 
@@ -141,3 +144,25 @@ def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval,
     history = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
     assert json.loads((out / "report.json").read_text())["world_size"] == 2
+
+
+def test_ablation_trains_each_variant_once_and_tabulates(synth_train, synth_eval, tmp_path, capsys):
+    from docemb.cli import main
+
+    flags = [
+        *("--data", str(synth_train), "--eval-data", str(synth_eval), "--batch-size", "32", "--input-size", "64"),
+        *("--embedding-dim", "32", "--squeeze-channels", "16", "--max-side", "96", "--work-size", "72", "--epochs", "1"),
+        *("--workers", "0", "--eval-queries", "1", "--no-tensorboard", "--out", str(tmp_path / "ablate")),
+        *("--variants", "base", "head=ln"),
+    ]
+    main(["ablate", *flags])
+    rows = json.loads((tmp_path / "ablate" / "ablation.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["base", "head=ln"]
+    assert rows[0]["mmacs"] > 0 and rows[0]["params_m"] > rows[1]["params_m"]  # ln_bn has BatchNorm parameters too
+    assert "| head=ln |" in (tmp_path / "ablate" / "ablation.md").read_text()
+
+    stamp = (tmp_path / "ablate" / "base" / "report.json").stat().st_mtime_ns
+    capsys.readouterr()
+    main(["ablate", *flags])
+    assert "=== ablation variant" not in capsys.readouterr().out  # finished variants are read back
+    assert (tmp_path / "ablate" / "base" / "report.json").stat().st_mtime_ns == stamp

@@ -18,12 +18,13 @@ import yaml
 
 from docemb.errors import DocembError
 from docemb.model import ModelConfig
+from docemb.train.sources import SourceSpec
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: list[str] = field(default_factory=list)  # template folders, recursive; each image its own class
+    data: list[str] = field(default_factory=list)  # sources [KIND:]PATH[@WEIGHT] (train/sources.py); each image its own class
     eval_data: list[str] = field(default_factory=list)  # held-out template folders for Recall@1
     out: str = "runs/train"
     skip_bad_images: bool = False
@@ -80,6 +81,8 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.data:
             raise DocembError("no training data: give --data FOLDER (for example the output of `docemb synth`)")
+        for text in self.data:
+            SourceSpec.parse(text)
         if self.schedule not in ("cosine", "poly"):
             raise DocembError(f"schedule must be cosine or poly, got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda"):

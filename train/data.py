@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from docemb.imageio import OnError, list_images, load_images
 from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing
 from docemb.train.expansion import variant_image
-
-
-@dataclass
-class TemplateSource:
-    """The decoded templates of one or more folders; image i is class group i."""
-
-    images: list[np.ndarray]
-    paths: list[Path]
-    bad_files: int
-
-    def report(self) -> str:
-        sizes = np.array([im.shape[:2] for im in self.images])
-        folders = sorted({p.parent for p in self.paths})
-        return (
-            f"{len(self.images)} templates from {len(folders)} folder(s), "
-            f"height {sizes[:, 0].min()}-{sizes[:, 0].max()} px, width {sizes[:, 1].min()}-{sizes[:, 1].max()} px"
-            + (f", {self.bad_files} unreadable file(s) skipped" if self.bad_files else "")
-        )
-
-
-def load_templates(folders: list[str | Path], max_side: int, on_error: OnError = "raise") -> TemplateSource:
-    paths = [p for folder in folders for p in list_images(folder)]
-    images, kept = load_images(paths, max_side=max_side, on_error=on_error)
-    return TemplateSource(images=images, paths=kept, bad_files=len(paths) - len(kept))
 
 
 class ExpandedTemplates(Dataset):
@@ -49,7 +23,7 @@ class ExpandedTemplates(Dataset):
 
     def __init__(
         self,
-        images: list[np.ndarray],
+        images: Sequence[np.ndarray],
         preprocessing: Preprocessing,
         num_variants: int = 24,
         augment: bool = True,
@@ -98,21 +72,41 @@ class ClassBatchSampler(Sampler[list[int]]):
 
     Under torch.distributed every rank draws the same permutation (same seed) and takes its own
     slice of each global batch, so ranks never repeat each other's classes within a step.
+
+    `class_weights` (one per class) scale how often a class is drawn per epoch; an epoch is then
+    round(sum(weights)) draws, sampled in proportion to the weights.
     """
 
-    def __init__(self, num_classes: int, batch_size: int, views: int = 2, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        batch_size: int,
+        views: int = 2,
+        rank: int = 0,
+        world_size: int = 1,
+        class_weights: np.ndarray | None = None,
+    ) -> None:
         if views < 1 or batch_size % views:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of views ({views})")
         self.num_classes = num_classes
         self.classes_per_batch = batch_size // views
         self.views = views
         self.rank, self.world_size = rank, world_size
+        uniform = class_weights is None or np.all(class_weights == 1)
+        self.weights = None if uniform else torch.as_tensor(class_weights, dtype=torch.float64)
+        self.draws = num_classes if self.weights is None else int(round(float(self.weights.sum())))
 
     def __len__(self) -> int:
-        return self.num_classes // (self.classes_per_batch * self.world_size)
+        return self.draws // (self.classes_per_batch * self.world_size)
 
     def __iter__(self):
-        order = torch.randperm(self.num_classes)  # global RNG: restored on resume, equal on all ranks
+        # global RNG: restored on resume, equal on all ranks
+        if self.weights is None:
+            order = torch.randperm(self.num_classes)
+        else:
+            order = torch.multinomial(
+                self.weights, self.draws, replacement=bool(self.draws > self.num_classes or self.weights.max() > 1)
+            )
         step = self.classes_per_batch * self.world_size
         for i in range(len(self)):
             start = i * step + self.rank * self.classes_per_batch

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,17 +17,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from docemb import plots
 from docemb.atomic import atomic_path, write_json, write_text
 from docemb.embedders import torch_embedder
 from docemb.errors import DocembError
-from docemb.evaluation import EvalSet, build_eval_set, embed_eval_set, retrieval_metrics
+from docemb.evaluation import (
+    EvalSet,
+    build_eval_set,
+    embed_eval_set,
+    pair_scores,
+    retrieval_metrics,
+    tpr_at_fpr,
+    verification_metrics,
+)
 from docemb.model import EmbeddingModel, build_model, load_pretrained_backbone, save_model
 from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig, to_yaml
-from docemb.train.data import ClassBatchSampler, ExpandedTemplates, load_templates, seed_worker
+from docemb.train.data import ClassBatchSampler, ExpandedTemplates, seed_worker
 from docemb.train.distributed import barrier, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
+from docemb.train.sources import Source, SourceSpec, TemplatePool, load_source
 from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
 MODEL_FILE = "model.safetensors"
@@ -45,14 +56,35 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
 
 
 def evaluate(model: EmbeddingModel, eval_sets: list[EvalSet]) -> dict[str, float]:
-    """Recall@1/@5 of distorted queries against their templates, per held-out set."""
+    """Recall@1/@5 of distorted queries against their templates, AUROC and TPR@FPR of all
+    query-template pairs, per held-out set."""
     model.eval()
     embedder = torch_embedder(model)
     metrics = {}
     for eval_set in eval_sets:
-        scores = retrieval_metrics(embed_eval_set(embedder, model.preprocessing, eval_set), eval_set.query_labels)
+        embeddings = embed_eval_set(embedder, model.preprocessing, eval_set)
+        scores = {
+            **retrieval_metrics(embeddings, eval_set.query_labels),
+            **verification_metrics(embeddings, eval_set.query_labels),
+        }
         metrics.update({f"{eval_set.name}/{k}": v for k, v in scores.items()})
     return metrics
+
+
+def write_evaluation(model: EmbeddingModel, eval_sets: list[EvalSet], folder: Path) -> dict[str, list[dict]]:
+    """The threshold table (TPR and threshold at each FPR) per set, with ROC, score-histogram and
+    retrieval-grid PNGs in `folder`."""
+    embedder = torch_embedder(model)
+    tables = {}
+    for eval_set in eval_sets:
+        embeddings = embed_eval_set(embedder, model.preprocessing, eval_set)
+        positives, negatives = pair_scores(embeddings, eval_set.query_labels)
+        tables[eval_set.name] = tpr_at_fpr(positives, negatives)
+        stem = eval_set.name.replace("/", "_")
+        plots.roc_curve({eval_set.name: (positives, negatives)}, folder / f"{stem}_roc.png")
+        plots.score_histograms(positives, negatives, folder / f"{stem}_scores.png", title=eval_set.name)
+        plots.retrieval_grid(eval_set, embeddings.queries, embeddings.templates, folder / f"{stem}_retrieval.png")
+    return tables
 
 
 def _seed_everything(seed: int) -> None:
@@ -105,14 +137,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     _seed_everything(config.seed)
     device = runtime.device
 
-    source = load_templates(config.data, config.max_side, on_error="skip" if config.skip_bad_images else "raise")
+    sources = _load_sources(config, run_dir, runtime.is_main)
+    pool = TemplatePool(sources)
     model_config = config.model_config()
     model = build_model(model_config, seed=config.seed)
     if config.pretrained:
         load_pretrained_backbone(model, config.pretrained)
-    dataset = ExpandedTemplates(
-        source.images, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed
-    )
+    dataset = ExpandedTemplates(pool, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed)
     classes_per_step = config.batch_size // config.views_per_class * runtime.world_size
     if dataset.num_classes < classes_per_step:
         raise DocembError(
@@ -124,7 +155,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         else []
     )
     if runtime.is_main:
-        print(f"data: {source.report()} -> {dataset.num_classes} classes ({config.num_variants} per template)")
+        table, rows = pool.report(config.num_variants)
+        write_json(run_dir / "data_report.json", {"sources": rows, "classes": dataset.num_classes})
+        print(f"data: {len(pool)} images -> {dataset.num_classes} classes ({config.num_variants} per image)\n{table}")
         for eval_set in eval_sets:
             print(f"eval: {eval_set.name}: {len(eval_set.templates)} templates, {len(eval_set.queries)} distorted queries")
         print(f"device: {device}, {runtime.world_size} process(es), {torch.get_num_threads()} thread(s) each")
@@ -138,7 +171,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     modules: dict[str, torch.nn.Module] = {"model": model, "pfc": pfc}
     distill, teacher_targets = None, None
     if config.teacher:
-        teacher_targets = _teacher_targets(config, source.images, run_dir, runtime.is_main)
+        teacher_targets = _teacher_targets(config, pool, run_dir, runtime.is_main)
         distill = DistillationLoss(
             model_config.embedding_dim, teacher_targets.shape[1], config.teacher_temperature, config.teacher_weight
         )
@@ -243,6 +276,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             "world_size": runtime.world_size,
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
+            "thresholds": write_evaluation(model, eval_sets, run_dir / "plots"),
         }
         write_json(run_dir / "report.json", report)
         _print_report(report)
@@ -250,7 +284,23 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     return run_dir / MODEL_FILE
 
 
-def _teacher_targets(config: TrainConfig, images: list[np.ndarray], run_dir: Path, is_main: bool) -> torch.Tensor:
+def _load_sources(config: TrainConfig, run_dir: Path, is_main: bool) -> list[Source]:
+    """Rank 0 loads first (and generates synth data if asked); the other ranks then read it."""
+    on_error = "skip" if config.skip_bad_images else "raise"
+
+    def load() -> list[Source]:
+        cache = run_dir.parent / ".data_cache"
+        return [load_source(SourceSpec.parse(text), config.max_side, on_error, cache, config.seed) for text in config.data]
+
+    if is_main:
+        sources = load()
+    barrier()
+    if not is_main:
+        sources = load()
+    return sources
+
+
+def _teacher_targets(config: TrainConfig, images: Sequence[np.ndarray], run_dir: Path, is_main: bool) -> torch.Tensor:
     """Teacher features for every class; rank 0 fills the cache, the other ranks read it."""
     teacher = build_teacher(config.teacher, config.teacher_model, config.teacher_weights, config.teacher_size)
     cache = Path(config.teacher_cache) if config.teacher_cache else run_dir.parent / ".teacher_cache"
@@ -271,3 +321,11 @@ def _print_report(report: dict) -> None:
     print(f"\n{'held-out metric':<{width}}  untrained  trained")
     for key in keys:
         print(f"{key:<{width}}  {report['untrained'].get(key, float('nan')):9.3f}  {report['trained'][key]:7.3f}")
+    for name, rows in report["thresholds"].items():
+        print(f"\n{name}: match threshold for each false-positive rate")
+        print("    FPR  threshold    TPR")
+        for row in rows:
+            note = "" if row["measurable"] else "  (fewer than 1/FPR negative pairs: not measurable here)"
+            print(f"{row['fpr']:7.0e}  {row['threshold']:9.4f}  {row['tpr']:5.3f}{note}")
+    if report["thresholds"]:
+        print(f"\nplots (ROC, score histograms, retrieval grids): {Path(report['model']).parent / 'plots'}")

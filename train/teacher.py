@@ -15,6 +15,7 @@ they are computed once and cached on disk, keyed by the image's pixels and the v
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def image_digest(image: np.ndarray) -> bytes:
 
 
 def teacher_features(
-    teacher: Teacher, images: list[np.ndarray], num_variants: int, cache_dir: str | Path, batch_size: int = 64
+    teacher: Teacher, images: Sequence[np.ndarray], num_variants: int, cache_dir: str | Path, batch_size: int = 64
 ) -> torch.Tensor:
     """L2-normalised teacher features, row `i * num_variants + k` for variant k of image i.
 
@@ -140,7 +141,7 @@ def teacher_features(
         stored = load_file(cache)
         for digest, variant, row in zip(stored["digest"].numpy(), stored["variant"].tolist(), stored["features"]):
             known[(digest.tobytes(), variant)] = row
-    keys = [(image_digest(image), k) for image in images for k in range(num_variants)]
+    keys = [(image_digest(images[i]), k) for i in range(len(images)) for k in range(num_variants)]
     missing = [i for i, key in enumerate(keys) if key not in known]
     for start in tqdm(range(0, len(missing), batch_size), desc="teacher features", unit="batch", disable=not missing):
         rows = missing[start : start + batch_size]

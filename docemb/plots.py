@@ -1,0 +1,92 @@
+"""Figures people would rather look at than read: ROC, score histograms, retrieval grids.
+
+Each function writes one PNG atomically and returns its path. matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+# isort: split
+import matplotlib.pyplot as plt
+import numpy as np
+
+from docemb.atomic import atomic_path
+from docemb.evaluation import EvalSet, top_k_indices
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(figure)
+    return path
+
+
+def roc_curve(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
+    """TPR against FPR (log scale, where match thresholds live), one line per model or set."""
+    figure, axis = plt.subplots(figsize=(5.5, 4.2))
+    for label, (positives, negatives) in curves.items():
+        thresholds = np.unique(np.concatenate([positives, negatives]))[::-1]
+        descending_neg = np.sort(negatives)[::-1]
+        descending_pos = np.sort(positives)[::-1]
+        fpr = np.searchsorted(-descending_neg, -thresholds, side="right") / len(negatives)
+        tpr = np.searchsorted(-descending_pos, -thresholds, side="right") / len(positives)
+        keep = fpr > 0
+        axis.plot(fpr[keep], tpr[keep], label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("false positive rate (other document accepted)")
+    axis.set_ylabel("true positive rate (own template accepted)")
+    axis.set_ylim(0, 1.01)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(loc="lower right", fontsize=8)
+    axis.set_title(title or "ROC of query-template pairs")
+    return _save(figure, Path(path))
+
+
+def score_histograms(positives: np.ndarray, negatives: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Cosine of same-document and other-document pairs; their overlap is where matches fail."""
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    bins = np.linspace(min(positives.min(), negatives.min()), 1.0, 60)
+    axis.hist(negatives, bins=bins, density=True, alpha=0.6, label=f"other document ({len(negatives)})")
+    axis.hist(positives, bins=bins, density=True, alpha=0.6, label=f"same document ({len(positives)})")
+    axis.set_xlabel("cosine similarity")
+    axis.set_ylabel("density")
+    axis.legend(fontsize=8)
+    axis.set_title(title or "query-template scores")
+    return _save(figure, Path(path))
+
+
+def retrieval_grid(
+    eval_set: EvalSet,
+    query_embeddings: np.ndarray,
+    template_embeddings: np.ndarray,
+    path: str | Path,
+    k: int = 5,
+    rows: int = 8,
+) -> Path:
+    """Each row: a distorted query, then its top-k templates (green frame: its own template)."""
+    picks = np.linspace(0, len(eval_set.queries) - 1, min(rows, len(eval_set.queries))).astype(int)
+    top = top_k_indices(query_embeddings[picks], template_embeddings, k)
+    scores = query_embeddings[picks] @ template_embeddings.T
+    figure, axes = plt.subplots(len(picks), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(picks)), squeeze=False)
+    for row, (query_index, neighbours) in enumerate(zip(picks, top)):
+        axes[row, 0].imshow(eval_set.queries[query_index])
+        axes[row, 0].set_title("query", fontsize=7)
+        for column, template_index in enumerate(neighbours, start=1):
+            axis = axes[row, column]
+            axis.imshow(eval_set.templates[template_index])
+            correct = template_index == eval_set.query_labels[query_index]
+            axis.set_title(f"{scores[row, template_index]:.3f}", fontsize=7, color="green" if correct else "black")
+            for spine in axis.spines.values():
+                spine.set_edgecolor("green" if correct else "lightgrey")
+                spine.set_linewidth(3 if correct else 1)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(f"{eval_set.name}: query and top-{k} templates", fontsize=9)
+    return _save(figure, Path(path))

@@ -1,0 +1,100 @@
+"""`docemb ablate`: train several configs for the same budget and compare them in one table.
+
+Every variant changes one thing from the base config (the flags given on the command line), so
+the table says what each design choice is worth: head normalisation, squeeze, pooling, margin,
+teacher, PartialFC sample rate, backbone. Each variant is an ordinary run folder under --out,
+and a killed ablation resumes: finished variants are read back, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from docemb.atomic import write_json, write_text
+from docemb.errors import DocembError
+from docemb.model import build_model
+from docemb.train import config as train_config
+from docemb.train.config import TrainConfig
+
+# name -> changes from the base config; "base" is the base itself
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "head=ln": {"head_norm": "ln"},
+    "head=bn": {"head_norm": "bn"},
+    "no-squeeze": {"squeeze_channels": None},
+    "pool=gap": {"pool": "gap"},
+    "margin=arcface": {"margin": "arcface", "margin_m": 0.3},
+    "teacher=effnet-lite0": {"teacher": "efficientnet_lite0", "teacher_size": 128},
+    "sample_rate=1.0": {"sample_rate": 1.0},
+    "sample_rate=0.05": {"sample_rate": 0.05},
+    "lcnet_075": {"arch": "lcnet_075"},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    train_config.add_arguments(parser)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="(default: all)")
+
+
+def model_cost(config: TrainConfig) -> dict[str, float]:
+    """Parameters (MB as float32) and multiply-accumulates of one forward pass at input size."""
+    model = build_model(config.model_config()).eval()
+    size = config.input_size
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    params = sum(p.numel() for p in model.parameters())
+    return {"params_m": params / 1e6, "size_mb": params * 4 / 2**20, "mmacs": counter.get_total_flops() / 2 / 1e6}
+
+
+def run(args: argparse.Namespace) -> None:
+    from docemb.train.loop import train
+
+    if args.resume:
+        raise DocembError("ablate resumes by itself: run the same command again with the same --out")
+    base = train_config.resolve(args)
+    root = Path(base.out)
+    rows = []
+    for name in args.variants:
+        config = dataclasses.replace(base, **VARIANTS[name], out=str(root / name.replace("=", "-")))
+        config.validate()
+        report_path = Path(config.out) / "report.json"
+        if not report_path.is_file():
+            print(f"\n=== ablation variant {name} ===")
+            train(config, resume=(Path(config.out) / "checkpoints").exists())
+        report = json.loads(report_path.read_text())
+        rows.append({"variant": name, **model_cost(config), "images_per_s": report["images_per_s"], **report["trained"]})
+    write_json(root / "ablation.json", {"base": dataclasses.asdict(base), "rows": rows})
+    table = format_table(rows, base)
+    write_text(root / "ablation.md", table + "\n")
+    print("\n" + table)
+    print(f"\n(saved {root / 'ablation.md'} and ablation.json)")
+
+
+def format_table(rows: list[dict], base: TrainConfig) -> str:
+    metric_keys = [k for k in rows[0] if "/" in k and k.rsplit("/", 1)[1] in ("recall@1", "tpr@fpr1e-03", "auroc")]
+    header = ["variant", "params M", "MMACs", "img/s", *metric_keys]
+    lines = [
+        f"Ablation: {base.epochs} epoch(s) each on {', '.join(base.data)}; base = {base.arch}, head {base.head_norm}, "
+        f"squeeze {base.squeeze_channels}, pool {base.pool}, {base.margin} s={base.margin_s} m={base.margin_m}, "
+        f"sample rate {base.sample_rate}, teacher {base.teacher}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in rows:
+        cells = [row["variant"], f"{row['params_m']:.2f}", f"{row['mmacs']:.1f}", f"{row['images_per_s']:.0f}"]
+        cells += [f"{row.get(k, float('nan')):.3f}" for k in metric_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from docemb.cli import stage_main
+
+    stage_main("ablate")

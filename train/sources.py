@@ -1,0 +1,215 @@
+"""Training data sources, mixed in one run; every source image (or PDF page) is its own class.
+
+A source is written `[KIND:]PATH[@WEIGHT]`:
+
+- `folder:DIR` — template images, recursive, any common format (the default for a directory);
+- `pdf:PATH` — a PDF file or a folder of PDFs, each page a template (the default for `*.pdf`);
+- `imagefolder:DIR` — an ImageFolder/ImageNet-style tree of extra classes, each image its own
+  class; decoded on demand, so a million images need not fit in memory;
+- `synth:N` — N generated documents (`docemb synth`), made once and cached.
+
+WEIGHT scales how often a source's classes are drawn per epoch relative to the others (1 = each
+class once per epoch, 0.5 = half of them, 2 = twice).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from docemb.errors import DocembError, ImageReadError
+from docemb.imageio import OnError, list_images, read_rgb
+
+SOURCE_KINDS = ("folder", "pdf", "imagefolder", "synth")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    path: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        body, weight = text, 1.0
+        if "@" in text:
+            body, _, raw = text.rpartition("@")
+            try:
+                weight = float(raw)
+            except ValueError:
+                raise DocembError(f"data source {text!r}: weight after '@' must be a number") from None
+            if weight <= 0:
+                raise DocembError(f"data source {text!r}: weight must be > 0")
+        kind, sep, path = body.partition(":")
+        if not sep or kind not in SOURCE_KINDS:  # no kind given (or a Windows drive letter)
+            kind, path = ("pdf" if body.lower().endswith(".pdf") else "folder"), body
+        return cls(kind=kind, path=path, weight=weight)
+
+
+@dataclass
+class Source:
+    """One source's classes: `image(i)` decodes image i at most `max_side` on its long side."""
+
+    spec: SourceSpec
+    names: list[str]
+    max_side: int
+    _loaded: list[np.ndarray] | None = None  # decoded up front for small sources
+    _paths: list[Path] = field(default_factory=list)  # decoded on demand for large ones
+    bad: list[str] = field(default_factory=list)  # "file: reason" for each unreadable input
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image(self, index: int) -> np.ndarray:
+        if self._loaded is not None:
+            return self._loaded[index]
+        return read_rgb(self._paths[index], self.max_side)
+
+    def sizes(self, limit: int = 200) -> np.ndarray:
+        """(height, width) of up to `limit` images, spread over the source, for the data report."""
+        picks = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
+        if self._loaded is not None:
+            return np.array([self._loaded[i].shape[:2] for i in picks])
+        sizes = []
+        for i in picks:
+            with Image.open(self._paths[i]) as image:
+                sizes.append(image.size[::-1])
+        return np.array(sizes)
+
+
+def _decode_all(spec: SourceSpec, paths: list[Path], max_side: int, on_error: OnError) -> Source:
+    images, names, bad = [], [], []
+    for path in paths:
+        try:
+            images.append(read_rgb(path, max_side))
+            names.append(str(path))
+        except ImageReadError as exc:
+            if on_error == "raise":
+                raise
+            bad.append(str(exc))
+    return Source(spec, names, max_side, _loaded=images, bad=bad)
+
+
+def render_pdf_pages(path: Path, max_side: int) -> list[np.ndarray]:
+    """Every page of a PDF as RGB, rendered so that its long side is `max_side` pixels."""
+    import pypdfium2 as pdfium
+
+    try:
+        document = pdfium.PdfDocument(str(path))
+    except (pdfium.PdfiumError, OSError) as exc:
+        raise ImageReadError(f"{path}: cannot open as PDF ({exc})") from None
+    try:
+        pages = []
+        for page in document:
+            width, height = page.get_size()
+            bitmap = page.render(scale=max_side / max(width, height, 1e-6))
+            pages.append(np.asarray(bitmap.to_pil().convert("RGB"), dtype=np.uint8))
+        return pages
+    finally:
+        document.close()
+
+
+def _pdf_source(spec: SourceSpec, max_side: int, on_error: OnError) -> Source:
+    root = Path(spec.path)
+    files = [root] if root.is_file() else sorted(root.rglob("*.pdf")) if root.is_dir() else []
+    if not files:
+        raise DocembError(f"{root}: no PDF file found")
+    images, names, bad = [], [], []
+    for file in files:
+        try:
+            pages = render_pdf_pages(file, max_side)
+        except ImageReadError as exc:
+            if on_error == "raise":
+                raise DocembError(f"{exc} (pass --skip-bad-images to skip it)") from None
+            bad.append(str(exc))
+            continue
+        images.extend(pages)
+        names.extend(f"{file}#page{number + 1}" for number in range(len(pages)))
+    return Source(spec, names, max_side, _loaded=images, bad=bad)
+
+
+def _synth_source(spec: SourceSpec, max_side: int, on_error: OnError, cache_dir: Path, seed: int) -> Source:
+    from docemb.synth import generate
+
+    try:
+        count = int(spec.path)
+    except ValueError:
+        raise DocembError(f"synth source wants a count, as in synth:2000, got {spec.path!r}") from None
+    folder = cache_dir / f"synth_seed{seed}_n{count}"
+    if not (folder / "manifest.csv").is_file():  # the manifest is written last: its presence means complete
+        generate(folder, n=count, seed=seed)
+    return _decode_all(spec, list_images(folder), max_side, on_error)
+
+
+def load_source(
+    spec: SourceSpec, max_side: int, on_error: OnError = "raise", cache_dir: str | os.PathLike = ".", seed: int = 0
+) -> Source:
+    if spec.kind == "folder":
+        return _decode_all(spec, list_images(spec.path), max_side, on_error)
+    if spec.kind == "imagefolder":
+        paths = list_images(spec.path)
+        return Source(spec, [str(p) for p in paths], max_side, _paths=paths)
+    if spec.kind == "pdf":
+        return _pdf_source(spec, max_side, on_error)
+    if spec.kind == "synth":
+        return _synth_source(spec, max_side, on_error, Path(cache_dir), seed)
+    raise DocembError(f"unknown data source kind {spec.kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+
+
+class TemplatePool:
+    """All sources as one indexable collection; image i is class group i."""
+
+    def __init__(self, sources: list[Source]) -> None:
+        if not sources or not sum(len(s) for s in sources):
+            raise DocembError("no training images in any data source")
+        self.sources = sources
+        self.offsets = np.cumsum([0] + [len(s) for s in sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        which = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.sources[which].image(index - int(self.offsets[which]))
+
+    def image_weights(self) -> np.ndarray:
+        return np.concatenate([np.full(len(s), s.spec.weight) for s in self.sources])
+
+    def report(self, num_variants: int) -> tuple[str, list[dict]]:
+        """A table for the terminal and the same rows for data_report.json."""
+        total_draws = float(sum(len(s) * s.spec.weight for s in self.sources))
+        rows = []
+        for source in self.sources:
+            sizes = source.sizes()
+            rows.append(
+                {
+                    "kind": source.spec.kind,
+                    "path": source.spec.path,
+                    "images": len(source),
+                    "classes": len(source) * num_variants,
+                    "weight": source.spec.weight,
+                    "share_of_draws": len(source) * source.spec.weight / total_draws,
+                    "height": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
+                    "width": [int(sizes[:, 1].min()), int(sizes[:, 1].max())],
+                    "unreadable": source.bad,
+                }
+            )
+        lines = [
+            f"{'kind':<11} {'path':<36} {'images':>7} {'classes':>8} {'weight':>6} {'share':>6}  size (h x w)        unreadable"
+        ]
+        for row in rows:
+            path = row["path"] if len(row["path"]) <= 36 else "..." + row["path"][-33:]
+            label = f"{row['kind']:<11} {path:<36}"
+            size = f"{row['height'][0]}-{row['height'][1]} x {row['width'][0]}-{row['width'][1]}"
+            lines.append(
+                f"{label:<40} {row['images']:>7} {row['classes']:>8} {row['weight']:>6.2f} {row['share_of_draws']:>6.1%}  "
+                f"{size:<19} {len(row['unreadable'])}"
+            )
+            lines.extend(f"    skipped {reason}" for reason in row["unreadable"][:5])
+        return "\n".join(lines), rows
