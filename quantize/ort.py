@@ -7,6 +7,9 @@ one with the least measured drift on held-apart validation images.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -50,8 +53,24 @@ def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.Path
     with tempfile.TemporaryDirectory() as work, atomic_path(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
-        quantize_dynamic(str(prepared), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
+        with _quiet_onnxruntime():
+            quantize_dynamic(str(prepared), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
     return Path(out_path)
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
+    """onnxruntime's quantizer logs one INFO line per tensor, prints its calibration progress, and
+    warns that LayerNorm's 1-d weights have no axis 1 (they are quantized per tensor, as they
+    should be). None of it helps the user; the drift we measure afterwards does."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def quantize_static_int8(
@@ -61,17 +80,18 @@ def quantize_static_int8(
     with tempfile.TemporaryDirectory() as work, atomic_path(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
-        quantize_static(
-            str(prepared),
-            str(tmp),
-            ArrayReader(input_name, calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=METHODS[method],
-            extra_options={"CalibTensorRangeSymmetric": False},
-        )
+        with _quiet_onnxruntime():
+            quantize_static(
+                str(prepared),
+                str(tmp),
+                ArrayReader(input_name, calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=METHODS[method],
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
     return Path(out_path)
 
 
