@@ -73,9 +73,7 @@ def retrieval_grid(
     picks = np.linspace(0, len(eval_set.queries) - 1, min(rows, len(eval_set.queries))).astype(int)
     top = top_k_indices(query_embeddings[picks], template_embeddings, k)
     scores = query_embeddings[picks] @ template_embeddings.T
-    figure, axes = plt.subplots(
-        len(picks), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(picks)), squeeze=False, layout="constrained"
-    )
+    figure, axes = plt.subplots(len(picks), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(picks)), squeeze=False, layout="constrained")
     for row, (query_index, neighbours) in enumerate(zip(picks, top)):
         axes[row, 0].imshow(eval_set.queries[query_index])
         axes[row, 0].set_title("query", fontsize=7)
