@@ -166,3 +166,13 @@ def test_ablation_trains_each_variant_once_and_tabulates(synth_train, synth_eval
     main(["ablate", *flags])
     assert "=== ablation variant" not in capsys.readouterr().out  # finished variants are read back
     assert (tmp_path / "ablate" / "base" / "report.json").stat().st_mtime_ns == stamp
+
+
+def test_source_weights_set_how_many_classes_an_epoch_draws(synth_train, synth_eval, tmp_path):
+    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
+    config.data = [str(synth_train), f"{synth_eval}@0.5"]  # 8 templates at 1, 6 at 0.5
+    config.tensorboard = False
+    train(config)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "epoch_0001" / "state.json").read_text())
+    draws = 8 * 24 + 0.5 * 6 * 24  # unweighted it would be 14 * 24
+    assert state["step"] == int(draws) // (config.batch_size // config.views_per_class)

@@ -187,7 +187,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         ],
         lr=config.lr,
     )
-    sampler = ClassBatchSampler(dataset.num_classes, config.batch_size, config.views_per_class, runtime.rank, runtime.world_size)
+    sampler = ClassBatchSampler(
+        dataset.num_classes,
+        config.batch_size,
+        config.views_per_class,
+        runtime.rank,
+        runtime.world_size,
+        class_weights=np.repeat(pool.image_weights(), config.num_variants),
+    )
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
