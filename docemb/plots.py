@@ -31,11 +31,10 @@ def roc_curve(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
     """TPR against FPR (log scale, where match thresholds live), one line per model or set."""
     figure, axis = plt.subplots(figsize=(5.5, 4.2))
     for label, (positives, negatives) in curves.items():
-        thresholds = np.unique(np.concatenate([positives, negatives]))[::-1]
-        descending_neg = np.sort(negatives)[::-1]
-        descending_pos = np.sort(positives)[::-1]
-        fpr = np.searchsorted(-descending_neg, -thresholds, side="right") / len(negatives)
-        tpr = np.searchsorted(-descending_pos, -thresholds, side="right") / len(positives)
+        thresholds = np.unique(np.concatenate([positives, negatives]))
+        # share of each kind of pair scoring at or above each threshold
+        fpr = 1 - np.searchsorted(np.sort(negatives), thresholds, side="left") / len(negatives)
+        tpr = 1 - np.searchsorted(np.sort(positives), thresholds, side="left") / len(positives)
         keep = fpr > 0
         axis.plot(fpr[keep], tpr[keep], label=label)
     axis.set_xscale("log")

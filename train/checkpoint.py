@@ -78,7 +78,7 @@ def save_checkpoint(
     tensors = {
         f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules.items() for k, v in module.state_dict().items()
     }
-    optimizer_tensors, _ = _split_optimizer(optimizer.state_dict())
+    optimizer_tensors, optimizer_meta = _split_optimizer(optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -86,7 +86,7 @@ def save_checkpoint(
     save_file(tensors, partial / f"rank{rank}.safetensors")
     barrier()
     if rank == 0:
-        _write_meta(partial, state, optimizer, scheduler, world_size)
+        _write_meta(partial, state, optimizer_meta, scheduler, world_size)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         write_json(root / LATEST, {"checkpoint": final.name})
@@ -99,11 +99,10 @@ def save_checkpoint(
 def _write_meta(
     folder: Path,
     state: TrainingState,
-    optimizer: torch.optim.Optimizer,
+    optimizer_meta: dict,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     world_size: int,
 ) -> None:
-    _, optimizer_meta = _split_optimizer(optimizer.state_dict())
     np_state = np.random.get_state()
     meta = {
         "epoch": state.epoch,

@@ -7,12 +7,16 @@ process group is created.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from docemb.errors import DocembError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,17 @@ def setup(device: str = "auto") -> Runtime:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def main_rank_first(work: Callable[[], T], is_main: bool) -> T:
+    """Run `work` on rank 0, then on the other ranks: rank 0 writes what they then only read
+    (generated data, feature caches), so no two ranks write the same files."""
+    if is_main:
+        result = work()
+    barrier()
+    if not is_main:
+        result = work()
+    return result
 
 
 def teardown() -> None:

@@ -22,6 +22,7 @@ from docemb.atomic import atomic_path, write_json, write_text
 from docemb.embedders import torch_embedder
 from docemb.errors import DocembError
 from docemb.evaluation import (
+    Embeddings,
     EvalSet,
     build_eval_set,
     embed_eval_set,
@@ -34,7 +35,7 @@ from docemb.model import EmbeddingModel, build_model, load_pretrained_backbone, 
 from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig, to_yaml
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates, seed_worker
-from docemb.train.distributed import barrier, setup
+from docemb.train.distributed import barrier, main_rank_first, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
 from docemb.train.sources import Source, SourceSpec, TemplatePool, load_source
@@ -55,12 +56,12 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
     return factor
 
 
-def evaluate(model: EmbeddingModel, eval_sets: list[EvalSet]) -> dict[str, float]:
+def evaluate(model: EmbeddingModel, eval_sets: list[EvalSet]) -> tuple[dict[str, float], list[Embeddings]]:
     """Recall@1/@5 of distorted queries against their templates, AUROC and TPR@FPR of all
-    query-template pairs, per held-out set."""
+    query-template pairs, per held-out set; and the embeddings they came from."""
     model.eval()
     embedder = torch_embedder(model)
-    metrics = {}
+    metrics, all_embeddings = {}, []
     for eval_set in eval_sets:
         embeddings = embed_eval_set(embedder, model.preprocessing, eval_set)
         scores = {
@@ -68,22 +69,21 @@ def evaluate(model: EmbeddingModel, eval_sets: list[EvalSet]) -> dict[str, float
             **verification_metrics(embeddings, eval_set.query_labels),
         }
         metrics.update({f"{eval_set.name}/{k}": v for k, v in scores.items()})
-    return metrics
+        all_embeddings.append(embeddings)
+    return metrics, all_embeddings
 
 
-def write_evaluation(model: EmbeddingModel, eval_sets: list[EvalSet], folder: Path) -> dict[str, list[dict]]:
+def write_evaluation(eval_sets: list[EvalSet], embeddings: list[Embeddings], folder: Path) -> dict[str, list[dict]]:
     """The threshold table (TPR and threshold at each FPR) per set, with ROC, score-histogram and
     retrieval-grid PNGs in `folder`."""
-    embedder = torch_embedder(model)
     tables = {}
-    for eval_set in eval_sets:
-        embeddings = embed_eval_set(embedder, model.preprocessing, eval_set)
-        positives, negatives = pair_scores(embeddings, eval_set.query_labels)
+    for eval_set, embedded in zip(eval_sets, embeddings):
+        positives, negatives = pair_scores(embedded, eval_set.query_labels)
         tables[eval_set.name] = tpr_at_fpr(positives, negatives)
         stem = eval_set.name.replace("/", "_")
         plots.roc_curve({eval_set.name: (positives, negatives)}, folder / f"{stem}_roc.png")
         plots.score_histograms(positives, negatives, folder / f"{stem}_scores.png", title=eval_set.name)
-        plots.retrieval_grid(eval_set, embeddings.queries, embeddings.templates, folder / f"{stem}_retrieval.png")
+        plots.retrieval_grid(eval_set, embedded.queries, embedded.templates, folder / f"{stem}_retrieval.png")
     return tables
 
 
@@ -207,10 +207,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         if runtime.is_main:
             print(f"resumed {run_dir} after epoch {state.epoch}")
     else:
-        state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(model, eval_sets)}])
+        state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(model, eval_sets)[0]}])
     writer = _tensorboard(run_dir, config.tensorboard) if runtime.is_main else None
     started = time.perf_counter()
     samples = 0
+    final_embeddings = None  # of the last epoch evaluated, for the threshold table and plots
     for epoch in range(state.epoch + 1, config.epochs + 1):
         for module in modules.values():
             module.train()
@@ -246,11 +247,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 writer.add_scalars("train/terms", terms, state.step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
         seconds = time.perf_counter() - epoch_start
+        metrics, final_embeddings = evaluate(model, eval_sets)
         row = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
             "images_per_s": len(losses) * config.batch_size * runtime.world_size / seconds,
-            **evaluate(model, eval_sets),
+            **metrics,
         }
         state.history.append(row)
         state.epoch = epoch
@@ -272,6 +274,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if writer is not None:
         writer.close()
     if runtime.is_main:
+        if final_embeddings is None:  # resumed after the last epoch: nothing was evaluated this session
+            final_embeddings = evaluate(model, eval_sets)[1]
         report = {
             "model": str(run_dir / MODEL_FILE),
             "untrained": {k: v for k, v in state.history[0].items() if "/" in k},
@@ -283,7 +287,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             "world_size": runtime.world_size,
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
-            "thresholds": write_evaluation(model, eval_sets, run_dir / "plots"),
+            "thresholds": write_evaluation(eval_sets, final_embeddings, run_dir / "plots"),
         }
         write_json(run_dir / "report.json", report)
         _print_report(report)
@@ -292,31 +296,21 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
 
 def _load_sources(config: TrainConfig, run_dir: Path, is_main: bool) -> list[Source]:
-    """Rank 0 loads first (and generates synth data if asked); the other ranks then read it."""
     on_error = "skip" if config.skip_bad_images else "raise"
-
-    def load() -> list[Source]:
-        cache = run_dir.parent / ".data_cache"
-        return [load_source(SourceSpec.parse(text), config.max_side, on_error, cache, config.seed) for text in config.data]
-
-    if is_main:
-        sources = load()
-    barrier()
-    if not is_main:
-        sources = load()
-    return sources
+    cache = run_dir.parent / ".data_cache"
+    return main_rank_first(
+        lambda: [load_source(SourceSpec.parse(text), config.max_side, on_error, cache, config.seed) for text in config.data],
+        is_main,
+    )
 
 
 def _teacher_targets(config: TrainConfig, images: Sequence[np.ndarray], run_dir: Path, is_main: bool) -> torch.Tensor:
-    """Teacher features for every class; rank 0 fills the cache, the other ranks read it."""
+    """Teacher features for every class (rank 0 fills the cache that the other ranks read)."""
     teacher = build_teacher(config.teacher, config.teacher_model, config.teacher_weights, config.teacher_size)
     cache = Path(config.teacher_cache) if config.teacher_cache else run_dir.parent / ".teacher_cache"
+    features = main_rank_first(lambda: teacher_features(teacher, images, config.num_variants, cache), is_main)
     if is_main:
-        features = teacher_features(teacher, images, config.num_variants, cache)
         print(f"teacher: {teacher.name}, {features.shape[1]}-d features for {features.shape[0]} classes (cache: {cache})")
-    barrier()
-    if not is_main:
-        features = teacher_features(teacher, images, config.num_variants, cache)
     return features
 
 

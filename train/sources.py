@@ -14,6 +14,7 @@ class once per epoch, 0.5 = half of them, 2 = twice).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 from PIL import Image
 
 from docemb.errors import DocembError, ImageReadError
-from docemb.imageio import OnError, list_images, read_rgb
+from docemb.imageio import OnError, list_images, load_images, read_rgb
+
+log = logging.getLogger(__name__)
 
 SOURCE_KINDS = ("folder", "pdf", "imagefolder", "synth")
 
@@ -59,7 +62,7 @@ class Source:
     max_side: int
     _loaded: list[np.ndarray] | None = None  # decoded up front for small sources
     _paths: list[Path] = field(default_factory=list)  # decoded on demand for large ones
-    bad: list[str] = field(default_factory=list)  # "file: reason" for each unreadable input
+    bad: list[str] = field(default_factory=list)  # unreadable files skipped (each reason is logged as a warning)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -82,16 +85,9 @@ class Source:
 
 
 def _decode_all(spec: SourceSpec, paths: list[Path], max_side: int, on_error: OnError) -> Source:
-    images, names, bad = [], [], []
-    for path in paths:
-        try:
-            images.append(read_rgb(path, max_side))
-            names.append(str(path))
-        except ImageReadError as exc:
-            if on_error == "raise":
-                raise
-            bad.append(str(exc))
-    return Source(spec, names, max_side, _loaded=images, bad=bad)
+    images, kept = load_images(paths, max_side, on_error)
+    decoded = set(kept)
+    return Source(spec, [str(p) for p in kept], max_side, _loaded=images, bad=[str(p) for p in paths if p not in decoded])
 
 
 def render_pdf_pages(path: Path, max_side: int) -> list[np.ndarray]:
@@ -124,8 +120,9 @@ def _pdf_source(spec: SourceSpec, max_side: int, on_error: OnError) -> Source:
             pages = render_pdf_pages(file, max_side)
         except ImageReadError as exc:
             if on_error == "raise":
-                raise DocembError(f"{exc} (pass --skip-bad-images to skip it)") from None
-            bad.append(str(exc))
+                raise DocembError(f"{exc} (pass --skip-bad-images to skip such files)") from None
+            log.warning("skipping %s", exc)
+            bad.append(str(file))
             continue
         images.extend(pages)
         names.extend(f"{file}#page{number + 1}" for number in range(len(pages)))
