@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
+import docemb.torchvision_fix  # noqa: F401
+
+# isort: split
+import timm
 
 from docemb.model import ModelConfig, build_model
 from docemb.synth import generate
@@ -42,3 +49,24 @@ def small_model(small_config):
         for _ in range(3):
             model(torch.randn(16, 3, small_config.input_size, small_config.input_size))
     return model.eval()
+
+
+TINY_TEACHER = "mobilenetv3_small_050"
+
+
+@pytest.fixture()
+def tiny_teacher_weights(tmp_path) -> Path:
+    """A local weights file for a small timm model, as a user's teacher file would be."""
+    torch.manual_seed(0)
+    model = timm.create_model(TINY_TEACHER, pretrained=False, num_classes=0)
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture()
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

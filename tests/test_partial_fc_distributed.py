@@ -1,7 +1,6 @@
 """Sharded PartialFC on 2 CPU processes (gloo) against one process on the same global batch."""
 
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -58,15 +57,9 @@ def one_step(rank: int, margin: str, sample_rate: float) -> dict[str, torch.Tens
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("margin,sample_rate", [("cosface", 1.0), ("arcface", 1.0), ("cosface", 0.4)])
-def test_two_gloo_ranks_match_one_process(tmp_path, margin, sample_rate):
-    mp.spawn(worker, args=(free_port(), margin, sample_rate, str(tmp_path)), nprocs=WORLD, join=True)
+def test_two_gloo_ranks_match_one_process(tmp_path, free_port, margin, sample_rate):
+    mp.spawn(worker, args=(free_port, margin, sample_rate, str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     model, weight, inputs, labels, margin_module = problem(margin)

@@ -1,24 +1,15 @@
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-
-import docemb.torchvision_fix  # noqa: F401
-
-# isort: split
-import timm
+from conftest import TINY_TEACHER
 
 from docemb.errors import DocembError
 from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
 
 @pytest.fixture()
-def tiny_timm_teacher(tmp_path):
-    torch.manual_seed(0)
-    model = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
-    path = tmp_path / "teacher.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    return build_teacher("timm", "mobilenetv3_small_050", str(path), image_size=64)
+def tiny_timm_teacher(tiny_teacher_weights):
+    return build_teacher("timm", TINY_TEACHER, str(tiny_teacher_weights), image_size=64)
 
 
 def images(n, seed=0):
@@ -72,7 +63,7 @@ def test_teachers_refuse_to_download(tmp_path):
     with pytest.raises(DocembError, match="--teacher-weights"):
         build_teacher("open_clip", "RN50", None)
     with pytest.raises(DocembError, match="not found"):
-        build_teacher("timm", "mobilenetv3_small_050", str(tmp_path / "missing.pth"))
+        build_teacher("timm", TINY_TEACHER, str(tmp_path / "missing.pth"))
     with pytest.raises(DocembError, match="unknown teacher"):
         build_teacher("dinov9")
 

@@ -4,29 +4,18 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
-import docemb.torchvision_fix  # noqa: F401
-
-# isort: split
-import timm
+from conftest import TINY_TEACHER
+from safetensors.torch import load_file
 
 from docemb.errors import DocembError
 from docemb.model import load_model
 from docemb.train.config import TrainConfig
 from docemb.train.loop import lr_lambda, train
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_config(data, eval_data, out, epochs=2) -> TrainConfig:
@@ -96,16 +85,12 @@ def test_schedule_warms_up_then_decays_to_zero():
         assert values[100] == pytest.approx(0.0)
 
 
-def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(synth_train, synth_eval, tmp_path):
-    torch.manual_seed(0)
-    teacher = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
-    weights = tmp_path / "teacher.safetensors"
-    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, weights)
+def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(synth_train, synth_eval, tmp_path, tiny_teacher_weights):
     config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
     config.teacher, config.teacher_model, config.teacher_weights, config.teacher_size = (
         "timm",
-        "mobilenetv3_small_050",
-        str(weights),
+        TINY_TEACHER,
+        str(tiny_teacher_weights),
         64,
     )
     train(config)
@@ -122,14 +107,14 @@ def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(synth_trai
     assert cache[0].stat().st_mtime_ns == stamp  # every row came from the cache
 
 
-def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval, tmp_path):
+def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval, tmp_path, free_port):
     out = tmp_path / "run"
     flags = [
         *("--data", str(synth_train), "--eval-data", str(synth_eval), "--batch-size", "32", "--input-size", "64"),
         *("--embedding-dim", "32", "--squeeze-channels", "16", "--max-side", "96", "--work-size", "72"),
         *("--workers", "0", "--eval-queries", "1", "--no-tensorboard"),
     ]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [*torchrun, "-m", "docemb.train", *flags, "--out", str(out), "--epochs", "1"], check=True, env=env, timeout=300
