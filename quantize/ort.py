@@ -45,7 +45,8 @@ class ArrayReader(CalibrationDataReader):
 
 def preprocess_for_quantization(float_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
     """Shape inference and graph optimisation that static quantization expects first."""
-    quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=False)
+    with _quiet_onnxruntime():
+        quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=False)
 
 
 def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
