@@ -64,24 +64,51 @@ def test_out_of_range_variant_is_refused():
         variant_image(asymmetric(), -1)
 
 
-def test_class_batches_repeat_each_class_once_per_view():
+def classes(batch: list[tuple[int, int]]) -> list[int]:
+    return [c for c, _seed in batch]
+
+
+def test_class_batches_repeat_each_class_once_per_view_each_with_its_own_seed():
     sampler = ClassBatchSampler(num_classes=100, batch_size=8, views=2)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 25
     for batch in batches:
-        assert len(batch) == 8
-        assert sorted(set(batch)) == sorted(batch[::2]) and batch[::2] == batch[1::2]
-    assert sorted(c for b in batches for c in b[::2]) == list(range(100))
+        drawn = classes(batch)
+        assert len(drawn) == 8
+        assert sorted(set(drawn)) == sorted(drawn[::2]) and drawn[::2] == drawn[1::2]
+    assert sorted(c for b in batches for c in classes(b)[::2]) == list(range(100))
+    seeds = [seed for b in batches for _c, seed in b]
+    assert len(set(seeds)) == len(seeds)  # two views of a class are distorted differently
+
+
+def test_an_epoch_is_fixed_by_seed_and_epoch_and_can_start_part_way():
+    sampler = ClassBatchSampler(num_classes=100, batch_size=8, views=2, seed=5)
+    sampler.set_epoch(3)
+    epoch3 = list(sampler)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert list(sampler) == epoch3
+    sampler.set_epoch(3, skip=10)
+    assert list(sampler) == epoch3[10:]  # a run resumed after 10 batches continues exactly
+    sampler.set_epoch(4)
+    assert list(sampler) != epoch3
+
+
+def test_a_seeded_sample_is_the_same_whenever_it_is_made(synth_train):
+    from docemb.imageio import list_images, load_images
+
+    images, _ = load_images(list_images(synth_train), max_side=96)
+    dataset = ExpandedTemplates(images, Preprocessing(size=64), work_size=72)
+    first, label = dataset[(30, 777)]
+    dataset[(31, 778)]  # other draws in between change nothing
+    again, _ = dataset[(30, 777)]
+    assert label == 30 and torch.equal(first, again)
+    assert not torch.equal(first, dataset[(30, 778)][0])
 
 
 def test_ranks_split_each_global_batch_without_overlap():
-    torch.manual_seed(3)
     single = list(ClassBatchSampler(num_classes=100, batch_size=8, views=2, world_size=1))
-    per_rank = []
-    for rank in range(2):
-        torch.manual_seed(3)  # every rank seeds alike, as torchrun ranks do
-        per_rank.append(list(ClassBatchSampler(num_classes=100, batch_size=8, views=2, rank=rank, world_size=2)))
+    per_rank = [list(ClassBatchSampler(num_classes=100, batch_size=8, views=2, rank=r, world_size=2)) for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 100 // 8
     for step, (a, b) in enumerate(zip(*per_rank)):
-        assert not set(a) & set(b)
+        assert not set(classes(a)) & set(classes(b))
         assert a + b == single[2 * step] + single[2 * step + 1]

@@ -8,9 +8,9 @@ from docemb.train.margins import CombinedMargin, build_margin
 from docemb.train.partial_fc import PartialFC
 
 
-def make_pfc(num_classes=1000, dim=16, sample_rate=0.05, margin=None):
+def make_pfc(num_classes=1000, dim=16, sample_rate=0.05, margin=None, imprint=False):
     torch.manual_seed(0)
-    return PartialFC(num_classes, dim, margin or build_margin("cosface", 32.0, 0.25), sample_rate)
+    return PartialFC(num_classes, dim, margin or build_margin("cosface", 32.0, 0.25), sample_rate, imprint=imprint)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -55,6 +55,35 @@ def test_only_sampled_centres_get_gradient():
     touched = pfc.weight.grad.abs().sum(dim=1).nonzero().flatten()
     assert set(touched.tolist()) <= set(index.tolist())
     assert set(labels.tolist()) <= set(touched.tolist())
+
+
+def view_mean(embeddings: torch.Tensor) -> torch.Tensor:
+    return F.normalize(F.normalize(embeddings).sum(0), dim=0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 1.0])
+def test_centres_are_imprinted_with_the_mean_of_their_views(momentum):
+    pfc = make_pfc(num_classes=100, sample_rate=0.1, imprint=True)
+    pfc.imprint_momentum = momentum
+    before = pfc.weight.detach().clone()
+    labels = torch.tensor([7, 7, 7, 42, 42, 42])
+    first = torch.randn(6, 16)
+    pfc(first, labels)
+    for label, rows in ((7, slice(0, 3)), (42, slice(3, 6))):  # met first: the mean, whatever the momentum
+        assert torch.allclose(pfc.weight[label], view_mean(first[rows]), atol=1e-6)
+    untouched = torch.ones(100, dtype=torch.bool)
+    untouched[[7, 42]] = False
+    assert torch.equal(pfc.weight[untouched], before[untouched])
+    assert pfc.imprinted.sum() == 2
+
+    second = torch.randn(6, 16)
+    pfc(second, labels)  # met again: the old centre keeps `momentum` of its place
+    expected = F.normalize(momentum * view_mean(first[:3]) + (1 - momentum) * view_mean(second[:3]), dim=0)
+    assert torch.allclose(pfc.weight[7], expected, atol=1e-6)
+
+    pfc.eval()
+    pfc(torch.randn(2, 16), torch.tensor([1, 2]))  # evaluation never imprints
+    assert pfc.imprinted.sum() == 2
 
 
 def test_labels_out_of_range_are_refused():

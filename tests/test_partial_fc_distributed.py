@@ -25,20 +25,20 @@ def problem(margin: str):
     return model, weight, inputs, labels, build_margin(margin, 16.0, 0.3)
 
 
-def worker(rank: int, port: int, margin: str, sample_rate: float, out_dir: str) -> None:
+def worker(rank: int, port: int, margin: str, sample_rate: float, imprint: bool, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
     try:
-        torch.save(one_step(rank, margin, sample_rate), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(one_step(rank, margin, sample_rate, imprint), os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # DDP and its reducer are gone on every rank before the group is torn down
     finally:
         dist.destroy_process_group()
 
 
-def one_step(rank: int, margin: str, sample_rate: float) -> dict[str, torch.Tensor]:
+def one_step(rank: int, margin: str, sample_rate: float, imprint: bool) -> dict[str, torch.Tensor]:
     model, weight, inputs, labels, margin_module = problem(margin)
     ddp = DistributedDataParallel(model)
-    pfc = PartialFC(NUM_CLASSES, DIM, margin_module, sample_rate)
+    pfc = PartialFC(NUM_CLASSES, DIM, margin_module, sample_rate, imprint=imprint)
     start, count = shard_range(NUM_CLASSES, rank, WORLD)
     pfc.weight.data.copy_(weight[start : start + count])
     sampled = []
@@ -53,13 +53,14 @@ def one_step(rank: int, margin: str, sample_rate: float) -> dict[str, torch.Tens
         "model_grad": model.weight.grad,
         "model_bias_grad": model.bias.grad,
         "centre_grad": pfc.weight.grad,
+        "centres": pfc.weight.detach(),
         "sampled": sampled[0][0] + start,
     }
 
 
-@pytest.mark.parametrize("margin,sample_rate", [("cosface", 1.0), ("arcface", 1.0), ("cosface", 0.4)])
-def test_two_gloo_ranks_match_one_process(tmp_path, free_port, margin, sample_rate):
-    mp.spawn(worker, args=(free_port, margin, sample_rate, str(tmp_path)), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("margin,sample_rate,imprint", [("cosface", 1.0, False), ("arcface", 1.0, True), ("cosface", 0.4, True)])
+def test_two_gloo_ranks_match_one_process(tmp_path, free_port, margin, sample_rate, imprint):
+    mp.spawn(worker, args=(free_port, margin, sample_rate, imprint, str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     model, weight, inputs, labels, margin_module = problem(margin)
@@ -67,13 +68,17 @@ def test_two_gloo_ranks_match_one_process(tmp_path, free_port, margin, sample_ra
     pfc.weight.data.copy_(weight)
     union = torch.cat([r["sampled"] for r in ranks])  # ranks' shards are disjoint and in order
     assert set(labels.tolist()) <= set(union.tolist())
-    loss = pfc.sampled_loss(model(inputs), union, torch.searchsorted(union, labels))
+    embeddings = model(inputs)
+    if imprint:  # each rank imprints its own shard from the gathered batch
+        pfc.imprint(embeddings.detach(), labels)
+    loss = pfc.sampled_loss(embeddings, union, torch.searchsorted(union, labels))
     loss.backward()
 
     for r in ranks:
         assert torch.allclose(r["loss"], loss, atol=1e-5)
         assert torch.allclose(r["model_grad"], model.weight.grad, atol=1e-5)
         assert torch.allclose(r["model_bias_grad"], model.bias.grad, atol=1e-5)
+    assert torch.allclose(torch.cat([r["centres"] for r in ranks]), pfc.weight.detach(), atol=1e-6)
     centre_grad = torch.cat([r["centre_grad"] for r in ranks])
     assert torch.allclose(centre_grad, pfc.weight.grad, atol=1e-5)
     unsampled = torch.ones(NUM_CLASSES, dtype=torch.bool)

@@ -3,9 +3,9 @@
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 
 from docemb.errors import DocembError
 from docemb.model import load_model
+from docemb.train import loop
+from docemb.train.checkpoint import save_checkpoint
 from docemb.train.config import TrainConfig
 from docemb.train.loop import lr_lambda, train
 
@@ -56,18 +58,35 @@ def test_training_writes_model_config_metrics_and_report(synth_train, synth_eval
     assert model.config.embedding_dim == 32 and not model.training
 
 
-def test_resumed_run_reproduces_the_uninterrupted_one(synth_train, synth_eval, tmp_path):
-    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=2)
+def latest_checkpoint(run: Path) -> Path:
+    root = run / "checkpoints"
+    return root / json.loads((root / "latest.json").read_text())["checkpoint"]
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_model(synth_train, synth_eval, tmp_path, monkeypatch):
+    config = tiny_config(synth_train, synth_eval, tmp_path / "whole", epochs=2)
+    config.checkpoint_every = 10  # 24 steps an epoch: mid-epoch checkpoints at steps 10, 20, 30, 40
     whole = load_file(train(config))
-    # a kill during epoch 2: its checkpoint and the final model never got written
-    checkpoints = tmp_path / "run" / "checkpoints"
-    shutil.rmtree(checkpoints / "epoch_0002")
-    (checkpoints / "latest.json").write_text(json.dumps({"checkpoint": "epoch_0001"}))
-    (tmp_path / "run" / "model.safetensors").unlink()
+
+    def save_then_die(*args, **kwargs):
+        saved = save_checkpoint(*args, **kwargs)
+        if saved.name == "step_000000030":
+            raise KeyboardInterrupt  # the kill comes right after the checkpoint in epoch 2
+        return saved
+
+    config.out = str(tmp_path / "killed")
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.undo()
+    assert latest_checkpoint(tmp_path / "killed").name == "step_000000030"
+    config.workers = 1  # augmentation is seeded per sample, so the worker count does not matter
     resumed = load_file(train(config, resume=True))
     assert whole.keys() == resumed.keys()
     for key in whole:
         assert torch.allclose(whole[key], resumed[key], atol=1e-6), key
+    history = list(csv.DictReader(open(tmp_path / "killed" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
 
 
 def test_a_second_run_into_the_same_folder_is_refused(synth_train, synth_eval, tmp_path):
@@ -98,7 +117,7 @@ def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(synth_trai
     assert len(cache) == 1
     assert load_file(cache[0])["features"].shape == (8 * 24, 1024)
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
-    checkpoint = load_file(tmp_path / "run" / "checkpoints" / "epoch_0001" / "rank0.safetensors")
+    checkpoint = load_file(latest_checkpoint(tmp_path / "run") / "rank0.safetensors")
     assert "distill.projection.weight" in checkpoint  # the projection resumes with the run
 
     stamp = cache[0].stat().st_mtime_ns
@@ -119,7 +138,7 @@ def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval,
     subprocess.run(
         [*torchrun, "-m", "docemb.train", *flags, "--out", str(out), "--epochs", "1"], check=True, env=env, timeout=300
     )
-    checkpoint = out / "checkpoints" / "epoch_0001"
+    checkpoint = latest_checkpoint(out)
     assert sorted(p.name for p in checkpoint.glob("rank*.safetensors")) == ["rank0.safetensors", "rank1.safetensors"]
     assert json.loads((checkpoint / "state.json").read_text())["world_size"] == 2
     shards = [load_file(checkpoint / f"rank{r}.safetensors")["pfc.weight"] for r in range(2)]
@@ -158,6 +177,6 @@ def test_source_weights_set_how_many_classes_an_epoch_draws(synth_train, synth_e
     config.data = [str(synth_train), f"{synth_eval}@0.5"]  # 8 templates at 1, 6 at 0.5
     config.tensorboard = False
     train(config)
-    state = json.loads((tmp_path / "run" / "checkpoints" / "epoch_0001" / "state.json").read_text())
+    state = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())
     draws = 8 * 24 + 0.5 * 6 * 24  # unweighted it would be 14 * 24
     assert state["step"] == int(draws) // (config.batch_size // config.views_per_class)

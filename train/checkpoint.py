@@ -30,8 +30,8 @@ KEEP = 2
 
 @dataclass
 class TrainingState:
-    epoch: int  # last completed epoch (1-based)
-    step: int
+    epoch: int  # last completed (and evaluated) epoch, 1-based
+    step: int  # optimizer steps taken; beyond epoch * steps_per_epoch in a mid-epoch checkpoint
     history: list[dict]
 
 
@@ -63,13 +63,14 @@ def save_checkpoint(
     modules: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     state: TrainingState,
     rank: int = 0,
     world_size: int = 1,
 ) -> Path:
     root = run_dir / "checkpoints"
-    final = root / f"epoch_{state.epoch:04d}"
-    partial = root / f".epoch_{state.epoch:04d}.partial"
+    final = root / f"step_{state.step:09d}"
+    partial = root / f".step_{state.step:09d}.partial"
     if rank == 0:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -86,11 +87,11 @@ def save_checkpoint(
     save_file(tensors, partial / f"rank{rank}.safetensors")
     barrier()
     if rank == 0:
-        _write_meta(partial, state, optimizer_meta, scheduler, world_size)
+        _write_meta(partial, state, optimizer_meta, scheduler, scaler, world_size)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         write_json(root / LATEST, {"checkpoint": final.name})
-        for old in sorted(root.glob("epoch_*"))[:-KEEP]:
+        for old in sorted(root.glob("step_*"))[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
@@ -101,6 +102,7 @@ def _write_meta(
     state: TrainingState,
     optimizer_meta: dict,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     world_size: int,
 ) -> None:
     np_state = np.random.get_state()
@@ -111,6 +113,7 @@ def _write_meta(
         "history": state.history,
         "optimizer": optimizer_meta,
         "scheduler": scheduler.state_dict(),
+        "grad_scaler": scaler.state_dict(),
         "rng": {
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -124,10 +127,12 @@ def load_checkpoint(
     modules: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     rank: int = 0,
     world_size: int = 1,
 ) -> TrainingState:
-    """Restore modules, optimizer, scheduler and RNGs in place from the latest checkpoint."""
+    """Restore modules, optimizer, scheduler, gradient scaler and RNGs in place from the
+    latest checkpoint."""
     root = run_dir / "checkpoints"
     try:
         folder = root / json.loads((root / LATEST).read_text())["checkpoint"]
@@ -144,6 +149,8 @@ def load_checkpoint(
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
+    if meta.get("grad_scaler"):
+        scaler.load_state_dict(meta["grad_scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

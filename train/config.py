@@ -44,6 +44,8 @@ class TrainConfig:
     margin_s: float = 32.0
     margin_m: float = 0.25
     sample_rate: float = 0.2
+    imprint_centres: bool = True  # set each class centre to the mean of its views when met (train/partial_fc.py)
+    imprint_momentum: float = 0.0  # share of the old centre kept when a class is met again
     # distillation from a frozen teacher (train/teacher.py); None trains without one
     teacher: str | None = None  # open_clip | timm | efficientnet_lite0
     teacher_model: str | None = None  # open_clip or timm model name
@@ -61,6 +63,7 @@ class TrainConfig:
     warmup_epochs: float = 0.3
     schedule: str = "cosine"  # cosine | poly
     grad_clip: float = 5.0
+    checkpoint_every: int = 1000  # steps between mid-epoch checkpoints (0: at epoch ends only)
     workers: int = 1
     device: str = "auto"  # auto | cpu | cuda; under torchrun each rank takes cuda:LOCAL_RANK
     amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; none on CPU) | none | fp16 | bf16

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler
 
 from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing
@@ -46,32 +46,33 @@ class ExpandedTemplates(Dataset):
     def __len__(self) -> int:
         return self.num_classes
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """`item` is a class index, or (class index, augmentation seed) as ClassBatchSampler
+        yields it: a seeded sample is the same whichever worker makes it and whenever."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
         image_index, k = divmod(index, self.num_variants)
         image = self.work.resize(variant_image(self.images[image_index], k))
         if self.pipeline is not None:
+            if seed is not None:
+                self.pipeline.set_random_seed(seed)
             image = distort(image, self.pipeline)
         return torch.from_numpy(self.preprocessing(image)), index
 
 
-def seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own augmentation stream, derived from torch's per-epoch
-    seed, so workers do not repeat each other and a resumed run replays the same samples."""
-    info = get_worker_info()
-    dataset = info.dataset
-    if getattr(dataset, "pipeline", None) is not None:
-        dataset.pipeline.set_random_seed(info.seed % 2**32)
-
-
-class ClassBatchSampler(Sampler[list[int]]):
+class ClassBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of `batch_size // views` distinct classes, each drawn `views` times.
 
     With one sample per class per epoch a class centre and its images meet once an epoch, and
-    short runs learn little. Two differently distorted views of a class in the same batch pull
-    towards the same centre at once, so invariance to photo distortion is learned from step one.
+    short runs learn little. Several differently distorted views of a class in the same batch
+    pull towards the same centre at once, so invariance to photo distortion is learned from
+    step one.
 
-    Under torch.distributed every rank draws the same permutation (same seed) and takes its own
-    slice of each global batch, so ranks never repeat each other's classes within a step.
+    Each item is (class, augmentation seed). Order and seeds follow only from (seed, epoch), so
+    a run resumed in the middle of an epoch (`set_epoch(epoch, skip=batches_done)`) draws
+    exactly the batches the uninterrupted run would have, whatever the number of workers.
+
+    Under torch.distributed every rank draws the same order and takes its own slice of each
+    global batch, so ranks never repeat each other's classes within a step.
 
     `class_weights` (one per class) scale how often a class is drawn per epoch; an epoch is then
     round(sum(weights)) draws, sampled in proportion to the weights.
@@ -85,6 +86,7 @@ class ClassBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         class_weights: np.ndarray | None = None,
+        seed: int = 0,
     ) -> None:
         if views < 1 or batch_size % views:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of views ({views})")
@@ -95,19 +97,30 @@ class ClassBatchSampler(Sampler[list[int]]):
         uniform = class_weights is None or np.all(class_weights == 1)
         self.weights = None if uniform else torch.as_tensor(class_weights, dtype=torch.float64)
         self.draws = num_classes if self.weights is None else int(round(float(self.weights.sum())))
+        self.seed = seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw `epoch`'s order; start after its first `skip` batches (a resumed run)."""
+        if not 0 <= skip <= len(self):
+            raise ValueError(f"cannot skip {skip} of {len(self)} batches")
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
         return self.draws // (self.classes_per_batch * self.world_size)
 
     def __iter__(self):
-        # global RNG: restored on resume, equal on all ranks
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         if self.weights is None:
-            order = torch.randperm(self.num_classes)
+            order = torch.randperm(self.num_classes, generator=generator)
         else:
-            order = torch.multinomial(
-                self.weights, self.draws, replacement=bool(self.draws > self.num_classes or self.weights.max() > 1)
-            )
+            replacement = bool(self.draws > self.num_classes or self.weights.max() > 1)
+            order = torch.multinomial(self.weights, self.draws, replacement=replacement, generator=generator)
+        # one seed per draw of the epoch, on every rank alike; each view takes its own
+        seeds = torch.randint(0, 2**31 - 1, (len(order), self.views), generator=generator)
         step = self.classes_per_batch * self.world_size
-        for i in range(len(self)):
+        for i in range(self.skip, len(self)):
             start = i * step + self.rank * self.classes_per_batch
-            yield order[start : start + self.classes_per_batch].repeat_interleave(self.views).tolist()
+            rows = slice(start, start + self.classes_per_batch)
+            classes = order[rows].repeat_interleave(self.views).tolist()
+            yield list(zip(classes, seeds[rows].flatten().tolist()))

@@ -34,7 +34,7 @@ from docemb.evaluation import (
 from docemb.model import EmbeddingModel, build_model, load_pretrained_backbone, save_model
 from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig, to_yaml
-from docemb.train.data import ClassBatchSampler, ExpandedTemplates, seed_worker
+from docemb.train.data import ClassBatchSampler, ExpandedTemplates
 from docemb.train.distributed import barrier, main_rank_first, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
@@ -167,6 +167,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         model_config.embedding_dim,
         build_margin(config.margin, config.margin_s, config.margin_m),
         config.sample_rate,
+        imprint=config.imprint_centres,
+        imprint_momentum=config.imprint_momentum,
     )
     modules: dict[str, torch.nn.Module] = {"model": model, "pfc": pfc}
     distill, teacher_targets = None, None
@@ -194,6 +196,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         runtime.rank,
         runtime.world_size,
         class_weights=np.repeat(pool.image_weights(), config.num_variants),
+        seed=config.seed,
     )
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
@@ -203,11 +206,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     if resume:
-        state = load_checkpoint(run_dir, modules, optimizer, scheduler, runtime.rank, runtime.world_size)
+        state = load_checkpoint(run_dir, modules, optimizer, scheduler, scaler, runtime.rank, runtime.world_size)
         if runtime.is_main:
-            print(f"resumed {run_dir} after epoch {state.epoch}")
+            print(f"resumed {run_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.step % steps_per_epoch})")
     else:
         state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(model, eval_sets)[0]}])
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, modules, optimizer, scheduler, scaler, state, runtime.rank, runtime.world_size)
+
     writer = _tensorboard(run_dir, config.tensorboard) if runtime.is_main else None
     started = time.perf_counter()
     samples = 0
@@ -215,12 +222,24 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     for epoch in range(state.epoch + 1, config.epochs + 1):
         for module in modules.values():
             module.train()
-        if config.workers == 0 and dataset.pipeline is not None:
-            dataset.pipeline.set_random_seed(config.seed * 1000 + epoch + 7919 * runtime.rank)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers, worker_init_fn=seed_worker)
+        done = state.step - (epoch - 1) * steps_per_epoch  # batches of this epoch run before a resume
+        sampler.set_epoch(epoch, skip=done)
+        # own generator: creating the loader must not draw from the global RNG that a
+        # checkpoint restores, or a resumed run would sample different PartialFC centres
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, num_workers=config.workers, generator=torch.Generator().manual_seed(config.seed)
+        )
         losses = []
         epoch_start = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True, disable=not runtime.is_main)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            initial=done,
+            total=steps_per_epoch,
+            dynamic_ncols=True,
+            disable=not runtime.is_main,
+        )
         for images, labels in bar:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -246,12 +265,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 writer.add_scalar("train/loss", losses[-1], state.step)
                 writer.add_scalars("train/terms", terms, state.step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step % steps_per_epoch:
+                checkpoint()  # mid-epoch; the epoch's end writes its own after evaluation
         seconds = time.perf_counter() - epoch_start
         metrics, final_embeddings = evaluate(model, eval_sets)
         row = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
-            "images_per_s": len(losses) * config.batch_size * runtime.world_size / seconds,
+            "images_per_s": len(losses) * config.batch_size * runtime.world_size / max(seconds, 1e-9),
             **metrics,
         }
         state.history.append(row)
@@ -269,7 +290,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 metadata={"run": str(run_dir.resolve()), "epoch": epoch, "train_config": asdict(config)},
             )
             _write_history(run_dir / "metrics.csv", state.history)
-        save_checkpoint(run_dir, modules, optimizer, scheduler, state, runtime.rank, runtime.world_size)
+        checkpoint()
 
     if writer is not None:
         writer.close()

@@ -88,7 +88,15 @@ class _ShardedCrossEntropy(torch.autograd.Function):
 class PartialFC(nn.Module):
     """Sampled margin-softmax over this rank's shard of `num_classes` class centres."""
 
-    def __init__(self, num_classes: int, embedding_dim: int, margin: nn.Module, sample_rate: float = 0.1) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        margin: nn.Module,
+        sample_rate: float = 0.1,
+        imprint: bool = True,
+        imprint_momentum: float = 0.0,
+    ) -> None:
         super().__init__()
         if not 0 < sample_rate <= 1:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
@@ -100,6 +108,9 @@ class PartialFC(nn.Module):
         self.sample_rate = sample_rate
         self.margin = margin
         self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_dim)))
+        self.imprint_enabled = imprint
+        self.imprint_momentum = imprint_momentum
+        self.register_buffer("imprinted", torch.zeros(self.num_local, dtype=torch.bool))
 
     def sample(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sorted local indices of the centres used this step, and each label's column among
@@ -137,7 +148,35 @@ class PartialFC(nn.Module):
             dist.all_gather(gathered, labels.contiguous())
             labels = torch.cat(gathered)
         index, target = self.sample(labels)
+        if self.imprint_enabled and self.training:
+            self.imprint(embeddings.detach(), labels)
         return self.sampled_loss(embeddings, index, target)
+
+    @torch.no_grad()
+    def imprint(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """Move the centre of each class in the batch to the mean of its views.
+
+        With every image its own class (times 24), an epoch shows each class about once, so a
+        randomly initialised centre would meet its images too rarely to learn where they are
+        and the loss stays at chance. Imprinting (Qi et al., "Low-Shot Learning with Imprinted
+        Weights", 2018) starts each centre where its images are; since the backbone moves on
+        between two visits of a class, a centre met again is refreshed too, as an exponential
+        moving average with `imprint_momentum` (0 replaces it; the memory bank of Wu et al.,
+        "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", 2018).
+        """
+        local = labels - self.class_start
+        mine = (local >= 0) & (local < self.num_local)
+        if not mine.any():
+            return
+        classes, slot = torch.unique(local[mine], return_inverse=True)
+        sums = torch.zeros(len(classes), embeddings.shape[1], device=embeddings.device)
+        sums.index_add_(0, slot, l2_normalize(embeddings[mine].float()))
+        means = l2_normalize(sums)
+        old = l2_normalize(self.weight[classes].float())
+        blended = l2_normalize(self.imprint_momentum * old + (1 - self.imprint_momentum) * means)
+        fresh = ~self.imprinted[classes]
+        self.weight[classes] = torch.where(fresh[:, None], means, blended).to(self.weight.dtype)
+        self.imprinted[classes] = True
 
     def extra_repr(self) -> str:
         shard = f", shard={self.class_start}..{self.class_start + self.num_local - 1}" if self.world_size > 1 else ""
