@@ -17,6 +17,7 @@ import torch
 from docemb.atomic import atomic_path
 from docemb.embedders import onnx_embedder, torch_embedder
 from docemb.errors import DocembError
+from docemb.fold import fold_head_batchnorm
 from docemb.model import EmbeddingModel
 
 OPSET = 17
@@ -26,9 +27,10 @@ TOLERANCE = 1e-4
 
 
 def export_onnx(model: EmbeddingModel, path: str | os.PathLike, simplify: bool = True) -> Path:
-    """Write `model` (eval mode, dynamic batch) to `path`, simplified and checked."""
+    """Write `model` (eval mode, dynamic batch) to `path` with the head's BatchNorm1d folded
+    into the layers before them (docemb.fold), simplified and checked."""
     path = Path(path)
-    model = model.eval()
+    model, _ = fold_head_batchnorm(model.eval())
     size = model.config.input_size
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(path) as tmp, warnings.catch_warnings():

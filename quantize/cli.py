@@ -28,15 +28,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="calibration methods to compare for static (default: all three)",
     )
     parser.add_argument("--calib-count", type=int, default=128, help="calibration images (default: 128)")
+    parser.add_argument(
+        "--drift-target",
+        nargs=2,
+        type=float,
+        default=[0.99, 0.97],
+        metavar=("MEAN", "MIN"),
+        help="cosine to float that static int8 must keep on the validation images (default: 0.99 0.97)",
+    )
+    parser.add_argument(
+        "--max-float-nodes",
+        type=int,
+        default=4,
+        help="layers static int8 may keep in float to meet --drift-target (default: 4; 0 keeps everything int8)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
     from docemb.atomic import write_json
     from docemb.contract import check_contract, describe_onnx, write_contract
     from docemb.errors import DocembError
     from docemb.preprocess import Preprocessing
     from docemb.quantize.calibration import calibration_inputs
     from docemb.quantize.ort import METHODS, pick_static_method, quantize_dynamic_int8
+    from docemb.quantize.sensitivity import DriftTarget, layer_errors, mixed_precision
 
     float_path = Path(args.model)
     if not float_path.is_file():
@@ -78,6 +95,13 @@ def run(args: argparse.Namespace) -> None:
         for method, drift in results.items():
             marker = "  <- kept" if method == best else ""
             print(f"  {method:<10} cos mean {drift['cos_mean']:.4f}  min {drift['cos_min']:.4f}{marker}")
+        target = DriftTarget(*args.drift_target)
+        if target.met(results[best]) or args.max_float_nodes == 0:
+            mixed, errors = None, layer_errors(float_path, path, validation)
+        else:
+            print(f"below the drift target (mean {target.cos_mean}, min {target.cos_min}): trying layers in float")
+            mixed, errors = mixed_precision(float_path, path, calibration, validation, best, target, args.max_float_nodes)
+        _print_sensitivity(errors, mixed)
         quantization = {
             "scheme": "onnxruntime static QDQ int8",
             "weights": "int8 symmetric per-channel",
@@ -88,8 +112,41 @@ def run(args: argparse.Namespace) -> None:
                 "folders": [str(f) for f in args.calib],
                 "compared": results,
             },
+            "drift_target": {"cos_mean": target.cos_mean, "cos_min": target.cos_min},
+            "float_nodes": mixed.float_nodes if mixed else [],
+            "drift": mixed.drift if mixed else results[best],
         }
+        write_json(
+            out / f"{stem}_int8_static_layers.json",
+            {"layers": [asdict(e) for e in errors], "mixed_precision": mixed.to_dict() if mixed else None},
+        )
         write_contract(path, preprocessing, describe_onnx(path), source, quantization)
-        report["static"] = {"file": path.name, "size_bytes": path.stat().st_size, "method": best, "compared": results}
+        report["static"] = {
+            "file": path.name,
+            "size_bytes": path.stat().st_size,
+            "method": best,
+            "compared": results,
+            "float_nodes": quantization["float_nodes"],
+            "drift": quantization["drift"],
+        }
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     write_json(out / f"{stem}_quantize_report.json", report)
+
+
+def _print_sensitivity(errors, mixed, top: int = 5) -> None:
+    """The layers whose own int8 error is largest, and what mixed precision kept in float."""
+    print(f"layers with the largest int8 error of their own (of {len(errors)}; SQNR dB, higher is better):")
+    print(f"  {'own':>5} {'accum.':>6}  layer")
+    for error in errors[:top]:
+        print(f"  {error.own_sqnr_db:5.1f} {error.accumulated_sqnr_db:6.1f}  {error.node} ({error.op_type})")
+    if mixed is None:
+        return
+    for trial in mixed.trials:
+        verdict = "kept in float" if trial["kept"] else "no gain, back to int8"
+        drift = trial["drift"]
+        print(f"  float {trial['node']}: cos mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} -> {verdict}")
+    status = "met" if mixed.target_met else "NOT met"
+    print(
+        f"mixed precision: {len(mixed.float_nodes)} layer(s) in float, cos mean {mixed.drift_all_int8['cos_mean']:.4f} -> "
+        f"{mixed.drift['cos_mean']:.4f}, min {mixed.drift_all_int8['cos_min']:.4f} -> {mixed.drift['cos_min']:.4f}; target {status}"
+    )

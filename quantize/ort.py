@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -44,9 +45,18 @@ class ArrayReader(CalibrationDataReader):
 
 
 def preprocess_for_quantization(float_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
-    """Shape inference and graph optimisation that static quantization expects first."""
-    with _quiet_onnxruntime():
+    """Shape inference and graph optimisation that static quantization expects first.
+
+    The optimiser inlines function ops (HardSwish becomes HardSigmoid and Mul) into nodes with
+    no name; each gets one here, so every node can be named in `nodes_to_exclude` and reports.
+    """
+    with quiet_onnxruntime():
         quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=False)
+    graph = onnx.load(str(out_path))
+    for index, node in enumerate(graph.graph.node):
+        if not node.name:
+            node.name = f"unnamed_{node.op_type}_{index}"
+    onnx.save(graph, str(out_path))
 
 
 def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
@@ -54,13 +64,13 @@ def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.Path
     with tempfile.TemporaryDirectory() as work, atomic_path(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
-        with _quiet_onnxruntime():
+        with quiet_onnxruntime():
             quantize_dynamic(str(prepared), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
     return Path(out_path)
 
 
 @contextlib.contextmanager
-def _quiet_onnxruntime():
+def quiet_onnxruntime():
     """onnxruntime's quantizer logs one INFO line per tensor, prints its calibration progress, and
     warns that LayerNorm's 1-d weights have no axis 1 (they are quantized per tensor, as they
     should be). None of it helps the user; the drift we measure afterwards does."""
@@ -75,13 +85,19 @@ def _quiet_onnxruntime():
 
 
 def quantize_static_int8(
-    float_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray, method: str, input_name: str = "image"
+    float_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration: np.ndarray,
+    method: str,
+    input_name: str = "image",
+    nodes_to_exclude: list[str] | None = None,
 ) -> Path:
-    """QDQ int8: per-channel symmetric int8 weights, uint8 activations with calibrated ranges."""
+    """QDQ int8: per-channel symmetric int8 weights, uint8 activations with calibrated ranges;
+    the nodes named in `nodes_to_exclude` stay in float (mixed precision)."""
     with tempfile.TemporaryDirectory() as work, atomic_path(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
-        with _quiet_onnxruntime():
+        with quiet_onnxruntime():
             quantize_static(
                 str(prepared),
                 str(tmp),
@@ -91,6 +107,7 @@ def quantize_static_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=METHODS[method],
+                nodes_to_exclude=nodes_to_exclude or [],
                 extra_options={"CalibTensorRangeSymmetric": False},
             )
     return Path(out_path)

@@ -52,3 +52,39 @@ def test_histogram_calibration_takes_any_number_of_images(float_model, synth_tra
         float_model, float_model.with_name("s.onnx"), calibration, images, ("entropy", "percentile")
     )
     assert set(results) == {"entropy", "percentile"} and best in results
+
+
+def test_layer_errors_name_graph_nodes_worst_first(float_model, synth_train, small_model):
+    import onnx
+
+    from docemb.quantize.ort import preprocess_for_quantization, quantize_static_int8
+    from docemb.quantize.sensitivity import layer_errors
+
+    inputs = calibration_inputs([synth_train], small_model.preprocessing, count=4)
+    qdq = quantize_static_int8(float_model, float_model.with_name("q.onnx"), inputs, "minmax")
+    errors = layer_errors(float_model, qdq, inputs)
+    own = [e.own_sqnr_db for e in errors]
+    assert len(errors) > 10 and own == sorted(own)
+    prepared = float_model.with_name("prepared.onnx")
+    preprocess_for_quantization(float_model, prepared)
+    nodes = {n.name: n.op_type for n in onnx.load(str(prepared)).graph.node}
+    assert all(nodes[e.node] == e.op_type for e in errors)  # names usable as nodes_to_exclude
+
+
+def test_mixed_precision_keeps_a_layer_in_float_only_when_it_helps(float_model, synth_train, small_model):
+    from docemb.quantize.sensitivity import DriftTarget, mixed_precision
+
+    calibration = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=0)
+    validation = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=1)
+    out = float_model.with_name("mixed.onnx")
+    unreachable = DriftTarget(cos_mean=1.1, cos_min=1.1)
+    result, _ = mixed_precision(float_model, out, calibration, validation, "minmax", unreachable, max_float_nodes=2, candidates=3)
+    assert not result.target_met and len(result.trials) == 3
+    assert [n["name"] for n in result.float_nodes] == [t["node"] for t in result.trials if t["kept"]][:2]
+    assert result.drift["cos_mean"] >= result.drift_all_int8["cos_mean"]
+    measured = cosine_drift(onnx_embedder(float_model)(validation), onnx_embedder(out)(validation))
+    assert measured["cos_mean"] == pytest.approx(result.drift["cos_mean"], abs=1e-6)  # the file is the one reported
+
+    easy = DriftTarget(cos_mean=0.0, cos_min=-1.0)
+    result, _ = mixed_precision(float_model, out, calibration, validation, "minmax", easy)
+    assert result.target_met and not result.trials and not result.float_nodes
