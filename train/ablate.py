@@ -25,6 +25,7 @@ from docemb.train.config import TrainConfig
 # name -> changes from the base config; "base" is the base itself
 VARIANTS: dict[str, dict] = {
     "base": {},
+    "imprint=off": {"imprint_centres": False},
     "head=ln": {"head_norm": "ln"},
     "head=bn": {"head_norm": "bn"},
     "no-squeeze": {"squeeze_channels": None},
