@@ -89,6 +89,14 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_model(synth_train, synth_eva
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
 
 
+def test_a_checkpoint_that_does_not_fit_the_config_is_refused_by_name(synth_train, synth_eval, tmp_path):
+    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
+    train(config)
+    config.epochs, config.embedding_dim = 2, 48
+    with pytest.raises(DocembError, match="step_000000024: its model does not fit"):
+        train(config, resume=True)
+
+
 def test_a_second_run_into_the_same_folder_is_refused(synth_train, synth_eval, tmp_path):
     train(tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1))
     with pytest.raises(DocembError, match="--resume"):

@@ -146,7 +146,10 @@ def load_checkpoint(
         )
     for name, module in modules.items():
         prefix = f"{name}."
-        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        try:
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        except RuntimeError as exc:  # another config, or a checkpoint of an older docemb
+            raise DocembError(f"{folder}: its {name} does not fit this run's config ({exc})") from None
     optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     if meta.get("grad_scaler"):
