@@ -18,33 +18,25 @@ from torch import nn
 def _batchnorm_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) with bn(x) == x * scale + shift in eval mode."""
     scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.affine:
-        scale = scale * bn.weight
     shift = -bn.running_mean * scale
     if bn.affine:
-        shift = shift + bn.bias
+        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
     return scale, shift
 
 
 @torch.no_grad()
-def _fold_into(layer: nn.Module, bn: nn.BatchNorm1d) -> nn.Module:
-    """A copy of `layer` (LayerNorm or Linear) that also applies `bn` after itself."""
+def _fold_into(layer: nn.LayerNorm | nn.Linear, bn: nn.BatchNorm1d) -> nn.Module:
+    """A copy of `layer` that also applies `bn` after itself: each output feature's weights
+    (LayerNorm: its one weight; Linear: its row) and bias are scaled, and the shift added."""
+    if isinstance(layer, nn.LayerNorm) and not layer.elementwise_affine:
+        raise ValueError("cannot fold into a LayerNorm without elementwise affine")
     scale, shift = _batchnorm_affine(bn)
     folded = copy.deepcopy(layer)
-    if isinstance(layer, nn.LayerNorm):
-        if not layer.elementwise_affine:
-            raise ValueError("cannot fold into a LayerNorm without elementwise affine")
-        bias = layer.bias if layer.bias is not None else torch.zeros_like(layer.weight)
-        folded.weight.copy_(layer.weight * scale)
-        if folded.bias is None:
-            folded.bias = nn.Parameter(torch.empty_like(layer.weight))
-        folded.bias.copy_(bias * scale + shift)
-    else:
-        bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
-        folded.weight.copy_(layer.weight * scale[:, None])
-        if folded.bias is None:
-            folded.bias = nn.Parameter(torch.empty(layer.out_features))
-        folded.bias.copy_(bias * scale + shift)
+    folded.weight.copy_(layer.weight * scale.view(-1, *[1] * (layer.weight.dim() - 1)))
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(scale)
+    if folded.bias is None:
+        folded.bias = nn.Parameter(torch.empty_like(scale))
+    folded.bias.copy_(bias * scale + shift)
     return folded
 
 
