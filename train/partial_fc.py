@@ -112,13 +112,17 @@ class PartialFC(nn.Module):
         self.imprint_momentum = imprint_momentum
         self.register_buffer("imprinted", torch.zeros(self.num_local, dtype=torch.bool))
 
+    def _local(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels as indices into this rank's shard, and which of them the shard holds."""
+        local = labels - self.class_start
+        return local, (local >= 0) & (local < self.num_local)
+
     def sample(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sorted local indices of the centres used this step, and each label's column among
         them (-1 for labels held by another rank)."""
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
-        local = labels - self.class_start
-        mine = (local >= 0) & (local < self.num_local)
+        local, mine = self._local(labels)
         positives = torch.unique(local[mine], sorted=True)
         num_sample = max(int(self.sample_rate * self.num_local), positives.numel())
         if num_sample >= self.num_local:
@@ -164,8 +168,7 @@ class PartialFC(nn.Module):
         moving average with `imprint_momentum` (0 replaces it; the memory bank of Wu et al.,
         "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", 2018).
         """
-        local = labels - self.class_start
-        mine = (local >= 0) & (local < self.num_local)
+        local, mine = self._local(labels)
         if not mine.any():
             return
         classes, slot = torch.unique(local[mine], return_inverse=True)
