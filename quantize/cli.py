@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from docemb.quantize.sensitivity import LayerError, MixedPrecision
 
 KINDS = ("dynamic", "static")
 
@@ -96,11 +100,11 @@ def run(args: argparse.Namespace) -> None:
             marker = "  <- kept" if method == best else ""
             print(f"  {method:<10} cos mean {drift['cos_mean']:.4f}  min {drift['cos_min']:.4f}{marker}")
         target = DriftTarget(*args.drift_target)
-        if target.met(results[best]) or args.max_float_nodes == 0:
-            mixed, errors = None, layer_errors(float_path, path, validation)
-        else:
+        errors = layer_errors(float_path, path, validation)
+        mixed = None
+        if not target.met(results[best]) and args.max_float_nodes > 0:
             print(f"below the drift target (mean {target.cos_mean}, min {target.cos_min}): trying layers in float")
-            mixed, errors = mixed_precision(float_path, path, calibration, validation, best, target, args.max_float_nodes)
+            mixed = mixed_precision(float_path, path, errors, calibration, validation, best, target, args.max_float_nodes)
         _print_sensitivity(errors, mixed)
         quantization = {
             "scheme": "onnxruntime static QDQ int8",
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
         }
         write_json(
             out / f"{stem}_int8_static_layers.json",
-            {"layers": [asdict(e) for e in errors], "mixed_precision": mixed.to_dict() if mixed else None},
+            {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None},
         )
         write_contract(path, preprocessing, describe_onnx(path), source, quantization)
         report["static"] = {
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> None:
     write_json(out / f"{stem}_quantize_report.json", report)
 
 
-def _print_sensitivity(errors, mixed, top: int = 5) -> None:
+def _print_sensitivity(errors: list[LayerError], mixed: MixedPrecision | None, top: int = 5) -> None:
     """The layers whose own int8 error is largest, and what mixed precision kept in float."""
     print(f"layers with the largest int8 error of their own (of {len(errors)}; SQNR dB, higher is better):")
     print(f"  {'own':>5} {'accum.':>6}  layer")

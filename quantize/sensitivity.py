@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +64,6 @@ class MixedPrecision:
     trials: list[dict] = field(default_factory=list)  # every candidate tried and the drift it gave
     target_met: bool = False
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def layer_errors(
     float_path: str | os.PathLike, qdq_path: str | os.PathLike, inputs: np.ndarray, input_name: str = "image"
@@ -96,27 +93,24 @@ def layer_errors(
 
 def mixed_precision(
     float_path: str | os.PathLike,
-    out_path: str | os.PathLike,
+    qdq_path: str | os.PathLike,
+    errors: list[LayerError],
     calibration: np.ndarray,
     validation: np.ndarray,
     method: str,
     target: DriftTarget = DriftTarget(),
     max_float_nodes: int = 8,
     candidates: int = 16,
-) -> tuple[MixedPrecision, list[LayerError]]:
-    """Write to `out_path` the static QDQ model with the fewest float layers (at most
-    `max_float_nodes`, chosen greedily among the `candidates` worst) that meets `target`, or the
-    closest one found. Returns what was kept in float with the drift at each step, and the
-    layer-by-layer errors of the all-int8 model."""
+) -> MixedPrecision:
+    """Starting from the all-int8 QDQ model at `qdq_path` and its layer `errors`, keep layers in
+    float greedily (at most `max_float_nodes`, among the `candidates` worst) until `target` is
+    met. Each kept step replaces `qdq_path` atomically, so it always holds the best model found.
+    Returns what was kept in float, with the drift of every trial."""
     reference = onnx_embedder(float_path)(validation)
+    drift = cosine_drift(reference, onnx_embedder(qdq_path)(validation))
+    result = MixedPrecision(drift_all_int8=drift, drift=drift, target_met=target.met(drift))
+    tried: set[str] = set()
     with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        best_path = work / "best.onnx"
-        quantize_static_int8(float_path, best_path, calibration, method)
-        drift = cosine_drift(reference, onnx_embedder(best_path)(validation))
-        result = MixedPrecision(drift_all_int8=drift, drift=drift, target_met=target.met(drift))
-        errors = layer_errors(float_path, best_path, validation)
-        tried: set[str] = set()
         for error in errors:
             if result.target_met or len(result.float_nodes) >= max_float_nodes or len(tried) >= candidates:
                 break
@@ -124,16 +118,15 @@ def mixed_precision(
                 continue
             tried.add(error.node)
             excluded = [n["name"] for n in result.float_nodes] + [error.node]
-            trial_path = work / "trial.onnx"
+            trial_path = Path(work) / "trial.onnx"
             quantize_static_int8(float_path, trial_path, calibration, method, nodes_to_exclude=excluded)
             trial = cosine_drift(reference, onnx_embedder(trial_path)(validation))
             kept = trial["cos_mean"] >= result.drift["cos_mean"] + MIN_GAIN
             result.trials.append({"node": error.node, "op_type": error.op_type, "drift": trial, "kept": kept})
             if kept:
-                os.replace(trial_path, best_path)
+                with atomic_path(qdq_path) as tmp:
+                    os.replace(trial_path, tmp)
                 result.float_nodes.append({"name": error.node, "op_type": error.op_type})
                 result.drift = trial
                 result.target_met = target.met(trial)
-        with atomic_path(out_path) as tmp:
-            os.replace(best_path, tmp)
-    return result, errors
+    return result

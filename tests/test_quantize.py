@@ -72,13 +72,17 @@ def test_layer_errors_name_graph_nodes_worst_first(float_model, synth_train, sma
 
 
 def test_mixed_precision_keeps_a_layer_in_float_only_when_it_helps(float_model, synth_train, small_model):
-    from docemb.quantize.sensitivity import DriftTarget, mixed_precision
+    from docemb.quantize.ort import quantize_static_int8
+    from docemb.quantize.sensitivity import DriftTarget, layer_errors, mixed_precision
 
     calibration = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=0)
     validation = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=1)
-    out = float_model.with_name("mixed.onnx")
+    out = quantize_static_int8(float_model, float_model.with_name("mixed.onnx"), calibration, "minmax")
+    errors = layer_errors(float_model, out, validation)
     unreachable = DriftTarget(cos_mean=1.1, cos_min=1.1)
-    result, _ = mixed_precision(float_model, out, calibration, validation, "minmax", unreachable, max_float_nodes=2, candidates=3)
+    result = mixed_precision(
+        float_model, out, errors, calibration, validation, "minmax", unreachable, max_float_nodes=2, candidates=3
+    )
     assert not result.target_met and len(result.trials) == 3
     assert [n["name"] for n in result.float_nodes] == [t["node"] for t in result.trials if t["kept"]][:2]
     assert result.drift["cos_mean"] >= result.drift_all_int8["cos_mean"]
@@ -86,5 +90,5 @@ def test_mixed_precision_keeps_a_layer_in_float_only_when_it_helps(float_model, 
     assert measured["cos_mean"] == pytest.approx(result.drift["cos_mean"], abs=1e-6)  # the file is the one reported
 
     easy = DriftTarget(cos_mean=0.0, cos_min=-1.0)
-    result, _ = mixed_precision(float_model, out, calibration, validation, "minmax", easy)
+    result = mixed_precision(float_model, out, errors, calibration, validation, "minmax", easy)
     assert result.target_met and not result.trials and not result.float_nodes
