@@ -1,5 +1,5 @@
 # docemb: the two commands a new user needs
-#   make export-int8   generate documents, train, export to ONNX, quantize to int8, benchmark
+#   make export-int8   generate documents, train, export to ONNX and TFLite, quantize to int8, benchmark
 #                      (CKPT=path/to/model.safetensors starts from that checkpoint instead)
 #   make test          run the test suite
 # Both create .venv and install pinned versions on first use.
@@ -22,7 +22,8 @@ DATA := $(OUT)/synth
 MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(TRAINED))
-CALIB ?= $(DATA)/train
+# Calibration images: the training documents, and the real training pool when there is one.
+CALIB ?= $(DATA)/train $(if $(REALDOCS),$(REALDOCS)/train)
 EVAL_DATA := $(DATA)/eval $(if $(REALDOCS),$(REALDOCS)/eval)
 
 ifneq ($(CKPT),)
@@ -38,7 +39,7 @@ help:
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,tflite]'
 	touch $@
 
 setup: $(INSTALLED)
@@ -62,11 +63,13 @@ $(TRAINED): $(DATA)/train/manifest.csv $(DATA)/eval/manifest.csv
 train: $(TRAINED)
 
 export-int8: $(MODEL_CKPT) data
-	$(DOCEMB) export --ckpt $(MODEL_CKPT) --out $(MODELS) --check-data $(DATA)/eval
+	$(DOCEMB) export --ckpt $(MODEL_CKPT) --out $(MODELS) --include onnx tflite tflite-fp16 --check-data $(DATA)/eval
 	$(DOCEMB) export --ckpt $(MODEL_CKPT) --untrained --out $(MODELS)
 	$(DOCEMB) quantize --model $(MODELS)/model.onnx --calib $(CALIB)
-	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx $(MODELS)/untrained.onnx \
-		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
+	$(DOCEMB) quantize --model $(MODELS)/model.tflite --calib $(CALIB)
+	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx \
+		$(MODELS)/model.tflite $(MODELS)/model_fp16.tflite $(MODELS)/model_int8_dynamic.tflite $(MODELS)/model_int8_static.tflite \
+		$(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> None:
     print()
     print(terminal_table(report))
     print(
-        f"\n{env['cpu']}, onnxruntime {env['onnxruntime']}, {env['threads']} thread(s), median of {env['runs']} runs; reports: {', '.join(map(str, paths))}"
+        f"\n{env['cpu']}, onnxruntime {env['onnxruntime']}, ai-edge-litert {env.get('ai_edge_litert') or '-'}, {env['threads']} thread(s), median of {env['runs']} runs; reports: {', '.join(map(str, paths))}"
     )

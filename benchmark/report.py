@@ -15,9 +15,16 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def _partitions(delegation: dict | None) -> str:
+    if not delegation:
+        return "-"
+    left = delegation["not_delegated"]
+    return f"{delegation['partitions']}" + (f" ({len(left)} ops out: {', '.join(sorted(set(left)))})" if left else "")
+
+
 def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     sets = report["eval_sets"]
-    header = ["model", "size MB", "x smaller", "p50 ms", "p90 ms", "x faster"]
+    header = ["model", "size MB", "x smaller", "p50 ms", "p90 ms", "x faster", "XNNPACK partitions"]
     for name in sets:
         header += [f"{name} R@1", f"{name} cos mean", f"{name} cos min", f"{name} top1 agree"]
     rows = []
@@ -29,6 +36,7 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
             _fmt(row["latency"]["p50_ms"], 2),
             _fmt(row["latency"]["p90_ms"], 2),
             _fmt(row.get("speedup"), 2),
+            _partitions(row.get("delegation")),
         ]
         for name in sets:
             metrics = row["eval"][name]
@@ -63,7 +71,7 @@ def markdown(report: dict) -> str:
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        f"Machine: {env['cpu']} ({env['cpu_count']} cores), {env['platform']}; onnxruntime {env['onnxruntime']}, numpy {env['numpy']}.",
+        f"Machine: {env['cpu']} ({env['cpu_count']} cores), {env['platform']}; onnxruntime {env['onnxruntime']}, ai-edge-litert {env.get('ai_edge_litert') or '-'} (XNNPACK), numpy {env['numpy']}.",
         "",
     ]
     return "\n".join(lines)

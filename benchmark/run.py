@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from docemb.benchmark.latency import onnx_latency
+from docemb.benchmark.latency import latency
 from docemb.contract import check_contract
-from docemb.embedders import onnx_embedder
+from docemb.embedders import model_embedder
 from docemb.errors import DocembError
 from docemb.evaluation import EvalSet, build_eval_set, drift_metrics, embed_eval_set, retrieval_metrics
 from docemb.preprocess import Preprocessing
@@ -30,17 +31,32 @@ def cpu_name() -> str:
 def environment(threads: int, runs: int, warmup: int) -> dict:
     import onnxruntime
 
+    try:
+        litert = version("ai-edge-litert")
+    except PackageNotFoundError:  # ONNX-only benchmarks run without it
+        litert = None
     return {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
+        "ai_edge_litert": litert,
         "numpy": np.__version__,
         "threads": threads,
         "runs": runs,
         "warmup": warmup,
     }
+
+
+def _delegation(path: Path) -> dict | None:
+    """XNNPACK partitions and the ops it left out, for .tflite files."""
+    if path.suffix != ".tflite":
+        return None
+    from docemb.litert import delegation
+
+    result = delegation(path)
+    return {"partitions": result.partitions, "not_delegated": [op for op, _, _ in result.not_delegated]}
 
 
 def benchmark(
@@ -66,14 +82,14 @@ def benchmark(
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")
 
     reference_embeddings = {
-        s.name: embed_eval_set(onnx_embedder(reference, threads=os.cpu_count() or 1), prep, s) for s in eval_sets
+        s.name: embed_eval_set(model_embedder(reference, threads=os.cpu_count() or 1), prep, s) for s in eval_sets
     }
     sample = prep.normalize(eval_sets[0].queries[:1]) if eval_sets else np.zeros((1, 3, prep.size, prep.size), np.float32)
     rows = []
     for path in tqdm(models, desc="bench", unit="model"):
         contract = contracts[path]
         is_baseline = bool(contract["source"].get("untrained"))
-        embedder = onnx_embedder(path, threads=os.cpu_count() or 1)
+        embedder = model_embedder(path, threads=os.cpu_count() or 1)
         evaluation = {}
         for eval_set in eval_sets:
             embeddings = embed_eval_set(embedder, prep, eval_set)
@@ -81,15 +97,17 @@ def benchmark(
             if not is_baseline:  # drift from the float model means nothing for other weights
                 metrics.update(drift_metrics(reference_embeddings[eval_set.name], embeddings))
             evaluation[eval_set.name] = metrics
+        builtin = prep if contract["input"].get("normalization") else None
         rows.append(
             {
-                "name": path.stem,
+                "name": path.name,
                 "file": str(path),
-                "format": "onnx",
+                "format": path.suffix.lstrip("."),
                 "role": "baseline (untrained)" if is_baseline else ("reference" if path == reference else "model"),
                 "quantization": (contract.get("quantization") or {}).get("scheme"),
                 "size_mb": path.stat().st_size / 1e6,
-                "latency": onnx_latency(path, sample, threads, warmup, runs).to_dict(),
+                "latency": latency(path, sample, threads, warmup, runs, builtin).to_dict(),
+                "delegation": _delegation(path),
                 "eval": evaluation,
             }
         )

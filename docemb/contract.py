@@ -40,7 +40,7 @@ def write_contract(
     source: dict,
     quantization: dict | None = None,
 ) -> Path:
-    """`io` is what describe_onnx() reads from the model file itself; source says where it came from."""
+    """`io` is what describe_model() reads from the model file itself; source says where it came from."""
     model_path = Path(model_path)
     contract = {
         "format_version": FORMAT_VERSION,
@@ -48,8 +48,9 @@ def write_contract(
         "model_file": model_path.name,
         "sha256": sha256(model_path),
         "size_bytes": model_path.stat().st_size,
-        "input": {**io["input"], "layout": "NCHW", "color_order": "RGB"},
+        "input": {"layout": "NCHW", **io["input"], "color_order": "RGB"},
         "preprocessing": preprocessing.to_dict(),
+        **({"signature": io["signature"]} if io.get("signature") else {}),
         "output": {**io["output"], "l2_normalized": True},
         "quantization": quantization,
         "source": source,
@@ -90,6 +91,15 @@ def describe_onnx(model_path: str | os.PathLike) -> dict:
     return {"input": describe(inputs[0]), "output": describe(model.graph.output[0])}
 
 
+def describe_model(model_path: str | os.PathLike) -> dict:
+    """describe_onnx() or, for .tflite, docemb.litert.describe_tflite()."""
+    if str(model_path).endswith(".tflite"):
+        from docemb.litert import describe_tflite
+
+        return describe_tflite(model_path)
+    return describe_onnx(model_path)
+
+
 def check_contract(model_path: str | os.PathLike) -> dict:
     """Read the contract and confirm it describes this very file; returns the contract."""
     contract = read_contract(model_path)
@@ -98,15 +108,16 @@ def check_contract(model_path: str | os.PathLike) -> dict:
             f"{contract_path(model_path)}: sha256 differs from {Path(model_path).name} (model changed after export?)"
         )
     problems = []
-    declared = describe_onnx(model_path) if str(model_path).endswith(".onnx") else None
-    if declared:
-        for side in ("input", "output"):
-            for key in ("name", "shape", "dtype"):
-                if contract[side].get(key) != declared[side][key]:
-                    problems.append(f"{side} {key}: contract says {contract[side].get(key)!r}, model has {declared[side][key]!r}")
-        size = contract["preprocessing"]["size"]
-        if declared["input"]["shape"][2:] != [size, size]:
-            problems.append(f"preprocessing size {size} does not match input shape {declared['input']['shape']}")
+    declared = describe_model(model_path)
+    for side in ("input", "output"):
+        for key in ("name", "shape", "dtype"):
+            if contract[side].get(key) != declared[side][key]:
+                problems.append(f"{side} {key}: contract says {contract[side].get(key)!r}, model has {declared[side][key]!r}")
+    size = contract["preprocessing"]["size"]
+    shape = declared["input"]["shape"]
+    spatial = shape[1:3] if declared["input"].get("layout") == "NHWC" else shape[2:]
+    if spatial != [size, size]:
+        problems.append(f"preprocessing size {size} does not match input shape {shape}")
     if problems:
         raise DocembError(f"{contract_path(model_path)}: disagrees with {Path(model_path).name}: " + "; ".join(problems))
     return contract

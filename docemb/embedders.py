@@ -33,6 +33,20 @@ def onnx_session(path: str | os.PathLike, threads: int = 1):
     return ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
 
 
+def model_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:
+    """The embedder for an exported file, by its suffix; .tflite reads its contract to know
+    whether normalisation is built in."""
+    if str(path).endswith(".tflite"):
+        from docemb.contract import read_contract
+        from docemb.litert import tflite_embedder
+        from docemb.preprocess import Preprocessing
+
+        contract = read_contract(path)
+        builtin = Preprocessing.from_dict(contract["preprocessing"]) if contract["input"].get("normalization") else None
+        return tflite_embedder(path, threads, builtin_normalization=builtin)
+    return onnx_embedder(path, threads)
+
+
 def onnx_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:
     session = onnx_session(path, threads)
     input_name = session.get_inputs()[0].name

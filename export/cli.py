@@ -1,17 +1,25 @@
-"""`docemb export --ckpt CKPT --out DIR [--include onnx]`: model files with their contracts."""
+"""`docemb export --ckpt CKPT --out DIR [--include onnx tflite tflite-fp16]`: model files with their contracts."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "tflite", "tflite-fp16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", help="model.safetensors written by `docemb train`")
     parser.add_argument("--out", required=True, help="folder for the exported files")
     parser.add_argument("--include", nargs="+", default=["onnx"], choices=FORMATS, help="formats to write (default: onnx)")
+    parser.add_argument(
+        "--layout", choices=("NHWC", "NCHW"), default="NHWC", help="TFLite input layout (default: NHWC, as Android bitmaps come)"
+    )
+    parser.add_argument(
+        "--builtin-normalization",
+        action="store_true",
+        help="TFLite takes RGB 0-255 floats and normalises inside (what MediaPipe's ImageEmbedder feeds)",
+    )
     parser.add_argument("--name", default=None, help="file stem (default: model, or untrained with --untrained)")
     parser.add_argument("--untrained", action="store_true", help="export the same architecture with fresh weights (a baseline)")
     parser.add_argument("--arch", default=None, help="architecture for --untrained without --ckpt (default: lcnet_050)")
@@ -25,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from docemb.contract import describe_onnx, sha256, write_contract
+    from docemb.contract import describe_model, sha256, write_contract
     from docemb.errors import DocembError
     from docemb.export.onnx_export import export_onnx, verify_onnx
     from docemb.imageio import list_images, load_images
@@ -62,7 +70,27 @@ def run(args: argparse.Namespace) -> None:
         contract = write_contract(
             path,
             model.preprocessing,
-            describe_onnx(path),
+            describe_model(path),
             {**source, "exporter": "torch.onnx legacy, opset 17", "max_abs_diff_vs_torch": difference},
         )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - onnx| = {difference:.1e}) and {contract}")
+
+    for fmt in [f for f in args.include if f.startswith("tflite")]:
+        from docemb.export.tflite_export import export_tflite, verify_tflite
+
+        precision = "float16" if fmt == "tflite-fp16" else "float32"
+        suffix = "_fp16" if precision == "float16" else ""
+        path = out / f"{name}{suffix}.tflite"
+        export_tflite(model, path, precision, args.layout, args.builtin_normalization)
+        builtin = model.preprocessing if args.builtin_normalization else None
+        difference = verify_tflite(model, path, check_inputs, precision, builtin)
+        io = describe_model(path)
+        if builtin:
+            io["input"]["normalization"] = "built in: give RGB values 0-255; the model applies mean and std"
+        contract = write_contract(
+            path,
+            model.preprocessing,
+            io,
+            {**source, "exporter": f"litert-torch, {precision}", "max_abs_diff_vs_torch": difference},
+        )
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - tflite| = {difference:.1e}) and {contract}")

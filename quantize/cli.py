@@ -1,4 +1,4 @@
-"""`docemb quantize --model model.onnx --calib DIR [--include dynamic static]`."""
+"""`docemb quantize --model model.onnx|model.tflite --calib DIR [--include dynamic static]`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ KINDS = ("dynamic", "static")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="float ONNX model written by `docemb export` (its contract must sit beside it)"
+        "--model",
+        required=True,
+        help="float .onnx or .tflite written by `docemb export` (its contract must sit beside it; .tflite quantizes from the checkpoint the contract names)",
     )
     parser.add_argument(
         "--calib",
@@ -71,6 +73,11 @@ def run(args: argparse.Namespace) -> None:
         "float_sha256": contract["sha256"],
         "checkpoint": contract["source"].get("checkpoint"),
     }
+    if "static" in args.include and not args.calib:
+        raise DocembError("static quantization needs --calib FOLDER (images like the ones the model will see)")
+    if float_path.suffix == ".tflite":
+        _run_tflite(args, float_path, contract, preprocessing, out, source)
+        return
     report: dict = {"float_model": str(float_path)}
 
     if "dynamic" in args.include:
@@ -86,8 +93,6 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
     if "static" in args.include:
-        if not args.calib:
-            raise DocembError("static quantization needs --calib FOLDER (images like the ones the model will see)")
         unknown = set(args.methods) - set(METHODS)
         if unknown:
             raise DocembError(f"unknown calibration method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
@@ -154,3 +159,57 @@ def _print_sensitivity(errors: list[LayerError], mixed: MixedPrecision | None, t
         f"mixed precision: {len(mixed.float_nodes)} layer(s) in float, cos mean {mixed.drift_all_int8['cos_mean']:.4f} -> "
         f"{mixed.drift['cos_mean']:.4f}, min {mixed.drift_all_int8['cos_min']:.4f} -> {mixed.drift['cos_min']:.4f}; target {status}"
     )
+
+
+def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, preprocessing, out: Path, source: dict) -> None:
+    """int8 .tflite files from the checkpoint the float file's contract names (docemb.quantize.tflite)."""
+    from docemb.atomic import write_json
+    from docemb.contract import describe_model, write_contract
+    from docemb.embedders import model_embedder
+    from docemb.errors import DocembError
+    from docemb.evaluation import cosine_drift
+    from docemb.litert import delegation, tflite_embedder
+    from docemb.model import load_model
+    from docemb.quantize.calibration import calibration_inputs
+    from docemb.quantize.sensitivity import DriftTarget
+    from docemb.quantize.tflite import quantize_tflite
+
+    if contract["input"].get("normalization"):
+        raise DocembError(f"{float_path}: has normalisation built in; quantize the file exported without --builtin-normalization")
+    checkpoint = source["checkpoint"]
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise DocembError(
+            f"{float_path}: int8 TFLite is made from the PyTorch checkpoint its contract names ({checkpoint}), which is not there"
+        )
+    model = load_model(checkpoint)
+    layout = contract["input"]["layout"]
+    calibration = validation = None
+    if "static" in args.include:
+        calibration = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=0)
+        validation = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=1, seed=1)
+    reference = model_embedder(float_path)(validation) if validation is not None else None
+    report: dict = {"float_model": str(float_path)}
+    for kind in args.include:
+        path = out / f"{float_path.stem}_int8_{kind}.tflite"
+        quantize_tflite(model, path, calibration if kind == "static" else None, layout)
+        delegated = delegation(path)
+        quantization = {
+            "scheme": f"litert-torch PT2E {kind} int8",
+            "weights": "int8 symmetric per-channel",
+            "activations": "int8 per-tensor, histogram calibration" if kind == "static" else "quantized at run time",
+            "xnnpack_partitions": delegated.partitions,
+            "not_delegated": [op for op, _, _ in delegated.not_delegated],
+        }
+        if reference is not None:
+            drift = cosine_drift(reference, tflite_embedder(path)(validation))
+            quantization["drift"] = drift
+            quantization["drift_target"] = {"cos_mean": args.drift_target[0], "cos_min": args.drift_target[1]}
+            quantization["calibration"] = {"images": len(calibration), "folders": [str(f) for f in args.calib]}
+            met = "met" if DriftTarget(*args.drift_target).met(drift) else "NOT met"
+            print(
+                f"  {kind}: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images (target {met})"
+            )
+        write_contract(path, preprocessing, describe_model(path), source, quantization)
+        report[kind] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; {delegated.summary()})")
+    write_json(out / f"{float_path.stem}_quantize_report.json", report)

@@ -31,7 +31,13 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
             "0",
         ]
     )
-    main(["export", "--ckpt", str(run / "model.safetensors"), "--out", str(models), "--check-data", str(synth_eval)])
+    main(
+        [
+            "export",
+            *("--ckpt", str(run / "model.safetensors"), "--out", str(models), "--check-data", str(synth_eval)),
+            *("--include", "onnx", "tflite"),
+        ]
+    )
     main(["export", "--ckpt", str(run / "model.safetensors"), "--untrained", "--out", str(models)])
     main(
         [
@@ -44,10 +50,12 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
             "3",  # 3 calibration images (uneven batches broke entropy calibration once)
         ]
     )
+    main(["quantize", "--model", str(models / "model.tflite"), "--calib", str(synth_train), "--calib-count", "3"])
+    files = ("model.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx", "model.tflite", "model_int8_static.tflite")
     main(
         [
             "bench",
-            *(str(models / f) for f in ("model.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx", "untrained.onnx")),
+            *(str(models / f) for f in (*files, "untrained.onnx")),
             "--ref",
             str(models / "model.onnx"),
             "--data",
@@ -63,13 +71,16 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
 
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     rows = {row["name"]: row for row in report["models"]}
-    assert set(rows) == {"model", "model_int8_dynamic", "model_int8_static", "untrained"}
+    assert set(rows) == {*files, "untrained.onnx"}
     eval_name = f"{synth_eval.parent.name}/{synth_eval.name}"
-    assert rows["model"]["eval"][eval_name]["cos_mean"] > 0.9999
-    assert rows["model"]["eval"][eval_name]["top1_agreement"] == 1.0
-    assert "cos_mean" not in rows["untrained"]["eval"][eval_name]  # no drift against other weights
-    assert rows["model_int8_static"]["size_mb"] < rows["model"]["size_mb"]
+    for float_model in ("model.onnx", "model.tflite"):
+        assert rows[float_model]["eval"][eval_name]["cos_mean"] > 0.9999
+        assert rows[float_model]["eval"][eval_name]["top1_agreement"] == 1.0
+    assert "cos_mean" not in rows["untrained.onnx"]["eval"][eval_name]  # no drift against other weights
+    assert rows["model_int8_static.onnx"]["size_mb"] < rows["model.onnx"]["size_mb"]
+    assert rows["model_int8_static.tflite"]["delegation"]["partitions"] == 1
+    assert rows["model.onnx"]["delegation"] is None
     assert all(row["latency"]["p50_ms"] > 0 for row in rows.values())
-    assert "model_int8_static" in (tmp_path / "bench" / "bench.md").read_text()
+    assert "model_int8_static.tflite" in (tmp_path / "bench" / "bench.md").read_text()
     static_contract = json.loads((models / "model_int8_static.onnx.contract.json").read_text())
     assert static_contract["quantization"]["calibration"]["method"] in ("minmax", "entropy", "percentile")

@@ -1,0 +1,76 @@
+"""int8 TFLite through PT2E (torch.export + torchao observers + litert-torch's quantizer).
+
+TFLite int8 starts from the PyTorch checkpoint, not from the float .tflite: the quantizer
+annotates the torch graph, observers see calibration images there, and litert-torch writes the
+int8 graph. The graph is docemb.edge_model's (HardSwish decomposed so XNNPACK takes every op).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from docemb.edge_model import Layout, edge_model, sample_input
+from docemb.errors import DocembError
+from docemb.litert import EXTRA_HINT, convert
+from docemb.model import EmbeddingModel
+
+
+@contextlib.contextmanager
+def quiet_imports():
+    """torchao logs a warning per CUDA kernel library it cannot load on a CPU-only machine."""
+    logger = logging.getLogger("torchao")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _to_layout(batch: np.ndarray, layout: Layout) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(batch))
+    return tensor.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else tensor
+
+
+def quantize_tflite(
+    model: EmbeddingModel,
+    path: str | os.PathLike,
+    calibration: np.ndarray | None,
+    layout: Layout = "NHWC",
+) -> Path:
+    """Write int8 `model` to `path`.
+
+    With `calibration` (NCHW normalised inputs): full-integer static, weights int8 symmetric
+    per-channel, activations int8 per-tensor from histogram observers, int8 input, the
+    L2-normalised output float32. With `calibration=None`: dynamic-range, int8 weights of convs
+    and linears, activations quantized at run time, float I/O.
+    """
+    try:
+        with quiet_imports():
+            from litert_torch.quantize import pt2e_quantizer
+            from litert_torch.quantize.quant_config import QuantConfig
+            from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
+    except ImportError:
+        raise DocembError(f"{path}: int8 TFLite needs litert-torch; {EXTRA_HINT}") from None
+
+    dynamic = calibration is None
+    module = edge_model(model, int8=not dynamic, layout=layout)
+    sample = sample_input(model.config.input_size, layout)
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
+    graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
+    with torch.no_grad():
+        if dynamic:
+            graph(sample)  # per-channel weight observers need one pass to see their weights
+        else:
+            for row in tqdm(calibration, desc="calibrate int8 tflite", unit="img", leave=False):
+                graph(_to_layout(row[None], layout))
+    graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
+    return convert(graph, sample, Path(path), quant_config=QuantConfig(pt2e_quantizer=quantizer))

@@ -1,0 +1,156 @@
+"""TFLite export and int8: same function as torch, one XNNPACK partition, drift within target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("litert_torch", reason="TFLite tools not installed (pip install -e .[tflite])")
+
+from docemb.contract import check_contract, describe_model, write_contract  # noqa: E402
+from docemb.edge_model import decompose_hardswish, edge_model  # noqa: E402
+from docemb.embedders import model_embedder, torch_embedder  # noqa: E402
+from docemb.evaluation import cosine_drift  # noqa: E402
+from docemb.export.tflite_export import export_tflite, verify_tflite  # noqa: E402
+from docemb.litert import convert, delegation, describe_tflite, op_counts  # noqa: E402
+from docemb.model import load_model  # noqa: E402
+from docemb.quantize.calibration import calibration_inputs  # noqa: E402
+from docemb.quantize.sensitivity import DriftTarget  # noqa: E402
+from docemb.quantize.tflite import quantize_tflite  # noqa: E402
+from docemb.train.config import TrainConfig  # noqa: E402
+from docemb.train.loop import train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained_model(synth_train, synth_eval, tmp_path_factory):
+    """A small model trained for a few epochs on generated documents: int8 drift depends on
+    trained weights and activation ranges, which a random model does not have."""
+    out = tmp_path_factory.mktemp("trained")
+    config = TrainConfig(
+        data=[str(synth_train)],
+        eval_data=[str(synth_eval)],
+        out=str(out),
+        epochs=3,
+        batch_size=32,
+        input_size=64,
+        embedding_dim=32,
+        squeeze_channels=16,
+        max_side=96,
+        work_size=72,
+        workers=0,
+        warmup_epochs=0.5,
+        eval_queries=1,
+    )
+    train(config)
+    return load_model(Path(out) / "model.safetensors")
+
+
+def test_decomposed_hardswish_is_exact(small_model):
+    x = torch.randn(2, 3, 64, 64)
+    plain = edge_model(small_model)
+    rewritten = edge_model(small_model, int8=True)
+    assert not any(isinstance(m, torch.nn.Hardswish) for m in rewritten.modules())
+    assert any(isinstance(m, torch.nn.Hardswish) for m in plain.modules())
+    assert torch.allclose(plain(x), rewritten(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_float_tflite_matches_torch_in_either_layout(small_model, tmp_path, layout):
+    path = export_tflite(small_model, tmp_path / "m.tflite", "float32", layout)
+    inputs = np.random.default_rng(0).normal(0, 1, (3, 3, 64, 64)).astype(np.float32)
+    assert verify_tflite(small_model, path, inputs, "float32", None) < 1e-4
+    described = describe_tflite(path)
+    assert described["input"]["layout"] == layout
+    assert described["signature"] == "embed"
+    assert delegation(path).partitions == 1
+
+
+def test_builtin_normalization_takes_pixels(small_model, tmp_path):
+    path = export_tflite(small_model, tmp_path / "m.tflite", "float32", "NHWC", builtin_normalization=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    from docemb.litert import interpreter
+
+    runner = interpreter(path)
+    detail = runner.get_input_details()[0]
+    outputs = []
+    for image in pixels:
+        runner.set_tensor(detail["index"], image[None].astype(np.float32))
+        runner.invoke()
+        outputs.append(runner.get_tensor(runner.get_output_details()[0]["index"])[0])
+    expected = torch_embedder(small_model)(small_model.preprocessing.normalize(pixels))
+    np.testing.assert_allclose(np.stack(outputs), expected, atol=1e-4)
+
+
+def test_float16_halves_the_size_and_keeps_the_embedding(small_model, tmp_path):
+    f32 = export_tflite(small_model, tmp_path / "m.tflite", "float32")
+    f16 = export_tflite(small_model, tmp_path / "m_fp16.tflite", "float16")
+    assert f16.stat().st_size < 0.6 * f32.stat().st_size
+    inputs = np.random.default_rng(1).normal(0, 1, (2, 3, 64, 64)).astype(np.float32)
+    assert verify_tflite(small_model, f16, inputs, "float16", None) < 5e-3
+
+
+def test_delegation_names_the_op_xnnpack_leaves_out(trained_model, synth_train, tmp_path):
+    """int8 HARD_SWISH has a LiteRT kernel but no XNNPACK one: without the decomposition every
+    HardSwish is left out and the graph falls apart into partitions."""
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    module = edge_model(trained_model, layout="NHWC")
+    sample = torch.zeros(1, 64, 64, 3)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
+    for _ in range(4):
+        graph(torch.randn(1, 64, 64, 3))
+    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+    path = convert(graph, sample, tmp_path / "shattered.tflite", QuantConfig(pt2e_quantizer=quantizer))
+    result = delegation(path)
+    assert {op for op, _, _ in result.not_delegated} == {"HARD_SWISH"}
+    assert result.partitions > 3
+    assert "HARD_SWISH x" in result.summary()
+
+
+@pytest.fixture(scope="module")
+def default_int8(trained_model, synth_train, tmp_path_factory):
+    """The default full-integer export of the trained fixture and its drift on held-out images."""
+    preprocessing = trained_model.preprocessing
+    calibration = calibration_inputs([synth_train], preprocessing, 32, offset=0)
+    validation = calibration_inputs([synth_train], preprocessing, 32, offset=1, seed=1)
+    path = quantize_tflite(trained_model, tmp_path_factory.mktemp("int8") / "m_int8.tflite", calibration)
+    write_contract(path, preprocessing, describe_model(path), {"checkpoint": "test"})
+    drift = cosine_drift(torch_embedder(trained_model)(validation), model_embedder(path)(validation))
+    return path, drift
+
+
+def test_default_int8_tflite_is_one_xnnpack_partition_of_int8_ops(default_int8):
+    path, drift = default_int8
+    check_contract(path)
+    assert delegation(path).partitions == 1
+    ops = op_counts(path)
+    assert ops.get("CONV_2D int8", 0) > 0 and "CONV_2D float32" not in ops and "HARD_SWISH int8" not in ops
+    assert describe_tflite(path)["input"]["dtype"] == "int8"
+    # regression floor: what this fixture measured when the export was written (0.974 / 0.954)
+    assert drift["cos_mean"] >= 0.96 and drift["cos_min"] >= 0.90, drift
+
+
+@pytest.mark.xfail(strict=True, reason="issue 4 target (cos mean >= 0.99, min >= 0.97) not reached by PTQ yet; see README, int8")
+def test_default_int8_tflite_meets_the_drift_target(default_int8):
+    _, drift = default_int8
+    assert DriftTarget().met(drift), drift
+
+
+def test_dynamic_int8_tflite_is_close(trained_model, synth_train, tmp_path):
+    validation = calibration_inputs([synth_train], trained_model.preprocessing, 16, offset=1, seed=1)
+    path = quantize_tflite(trained_model, tmp_path / "m_dyn.tflite", None)
+    from docemb.litert import tflite_embedder
+
+    drift = cosine_drift(torch_embedder(trained_model)(validation), tflite_embedder(path)(validation))
+    assert drift["cos_mean"] >= 0.998, drift
+
+
+def test_decompose_hardswish_counts(small_model):
+    copy = edge_model(small_model)
+    assert decompose_hardswish(copy) == sum(isinstance(m, torch.nn.Hardswish) for m in small_model.modules()) > 0
