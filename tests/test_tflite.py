@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("litert_torch", reason="TFLite tools not installed (pip install -e .[tflite])")
 
+from test_train import tiny_config  # noqa: E402
+
 from docemb.contract import check_contract, describe_model, write_contract  # noqa: E402
 from docemb.edge_model import decompose_hardswish, edge_model  # noqa: E402
 from docemb.embedders import model_embedder, torch_embedder  # noqa: E402
@@ -20,7 +22,6 @@ from docemb.model import load_model  # noqa: E402
 from docemb.quantize.calibration import calibration_inputs  # noqa: E402
 from docemb.quantize.sensitivity import DriftTarget  # noqa: E402
 from docemb.quantize.tflite import quantize_tflite  # noqa: E402
-from docemb.train.config import TrainConfig  # noqa: E402
 from docemb.train.loop import train  # noqa: E402
 
 
@@ -29,21 +30,7 @@ def trained_model(synth_train, synth_eval, tmp_path_factory):
     """A small model trained for a few epochs on generated documents: int8 drift depends on
     trained weights and activation ranges, which a random model does not have."""
     out = tmp_path_factory.mktemp("trained")
-    config = TrainConfig(
-        data=[str(synth_train)],
-        eval_data=[str(synth_eval)],
-        out=str(out),
-        epochs=3,
-        batch_size=32,
-        input_size=64,
-        embedding_dim=32,
-        squeeze_channels=16,
-        max_side=96,
-        work_size=72,
-        workers=0,
-        warmup_epochs=0.5,
-        eval_queries=1,
-    )
+    config = tiny_config(synth_train, synth_eval, out, epochs=3)
     train(config)
     return load_model(Path(out) / "model.safetensors")
 
