@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from docemb.benchmark.latency import latency
-from docemb.contract import check_contract
+from docemb.contract import builtin_normalization, check_contract
 from docemb.embedders import model_embedder
 from docemb.errors import DocembError
 from docemb.evaluation import EvalSet, build_eval_set, drift_metrics, embed_eval_set, retrieval_metrics
@@ -56,7 +56,7 @@ def _delegation(path: Path) -> dict | None:
     from docemb.litert import delegation
 
     result = delegation(path)
-    return {"partitions": result.partitions, "not_delegated": [op for op, _, _ in result.not_delegated]}
+    return {"partitions": result.partitions, "not_delegated": result.ops_left_out}
 
 
 def benchmark(
@@ -97,7 +97,6 @@ def benchmark(
             if not is_baseline:  # drift from the float model means nothing for other weights
                 metrics.update(drift_metrics(reference_embeddings[eval_set.name], embeddings))
             evaluation[eval_set.name] = metrics
-        builtin = prep if contract["input"].get("normalization") else None
         rows.append(
             {
                 "name": path.name,
@@ -106,7 +105,7 @@ def benchmark(
                 "role": "baseline (untrained)" if is_baseline else ("reference" if path == reference else "model"),
                 "quantization": (contract.get("quantization") or {}).get("scheme"),
                 "size_mb": path.stat().st_size / 1e6,
-                "latency": latency(path, sample, threads, warmup, runs, builtin).to_dict(),
+                "latency": latency(path, sample, threads, warmup, runs, builtin_normalization(contract)).to_dict(),
                 "delegation": _delegation(path),
                 "eval": evaluation,
             }

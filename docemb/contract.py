@@ -60,6 +60,17 @@ def write_contract(
     return path
 
 
+BUILTIN_NORMALIZATION = "built in: give RGB values 0-255; the model applies mean and std"
+
+
+def builtin_normalization(contract: dict) -> Preprocessing | None:
+    """The Preprocessing a model applies itself when its contract says normalisation is built in
+    (its input is then RGB 0-255), else None."""
+    if contract["input"].get("normalization") != BUILTIN_NORMALIZATION:
+        return None
+    return Preprocessing.from_dict(contract["preprocessing"])
+
+
 def read_contract(model_path: str | os.PathLike) -> dict:
     path = contract_path(model_path)
     try:

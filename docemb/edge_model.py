@@ -13,7 +13,6 @@ Three rewrites, each exact (to float rounding):
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
@@ -85,8 +84,7 @@ def edge_model(
     """
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
-    edge, _ = fold_head_batchnorm(model.eval())
-    edge = copy.deepcopy(edge)
+    edge, _ = fold_head_batchnorm(model.eval())  # a copy: the rewrites below leave `model` alone
     if int8:
         decompose_hardswish(edge)
     if layout == "NCHW" and builtin_normalization is None:
@@ -94,6 +92,7 @@ def edge_model(
     return EdgeInput(edge, layout, builtin_normalization).eval()
 
 
-def sample_input(size: int, layout: Layout, batch: int = 1) -> torch.Tensor:
-    shape = (batch, size, size, 3) if layout == "NHWC" else (batch, 3, size, size)
+def sample_input(size: int, layout: Layout) -> torch.Tensor:
+    """The batch-1 input the converters trace the model at."""
+    shape = (1, size, size, 3) if layout == "NHWC" else (1, 3, size, size)
     return torch.zeros(shape)

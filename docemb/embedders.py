@@ -37,13 +37,10 @@ def model_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:
     """The embedder for an exported file, by its suffix; .tflite reads its contract to know
     whether normalisation is built in."""
     if str(path).endswith(".tflite"):
-        from docemb.contract import read_contract
+        from docemb.contract import builtin_normalization, read_contract
         from docemb.litert import tflite_embedder
-        from docemb.preprocess import Preprocessing
 
-        contract = read_contract(path)
-        builtin = Preprocessing.from_dict(contract["preprocessing"]) if contract["input"].get("normalization") else None
-        return tflite_embedder(path, threads, builtin_normalization=builtin)
+        return tflite_embedder(path, threads, builtin_normalization=builtin_normalization(read_contract(path)))
     return onnx_embedder(path, threads)
 
 

@@ -73,9 +73,7 @@ def to_input(batch: np.ndarray, detail: dict, builtin_normalization=None) -> np.
     model with normalisation built in (pass its Preprocessing), NHWC when the input is, and
     quantized with the input's own scale and zero point when it is int8."""
     if builtin_normalization is not None:
-        mean = np.asarray(builtin_normalization.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-        std = np.asarray(builtin_normalization.std, np.float32).reshape(1, 3, 1, 1) * 255.0
-        batch = batch * std + mean
+        batch = builtin_normalization.denormalize(batch)
     if int(detail["shape"][-1]) == 3:
         batch = batch.transpose(0, 2, 3, 1)
     if detail["dtype"] != np.float32:
@@ -107,11 +105,14 @@ class Delegation:
     left on LiteRT's own kernels, each as (op, output dtype, output tensor name)."""
 
     partitions: int
-    ops_total: int
     not_delegated: list[tuple[str, str, str]] = field(default_factory=list)
 
+    @property
+    def ops_left_out(self) -> list[str]:
+        return [op for op, _, _ in self.not_delegated]
+
     def summary(self) -> str:
-        left = Counter(op for op, _, _ in self.not_delegated)
+        left = Counter(self.ops_left_out)
         rest = ", ".join(f"{op} x{n}" for op, n in left.most_common()) or "none"
         return f"{self.partitions} XNNPACK partition(s), ops not delegated: {rest}"
 
@@ -148,7 +149,7 @@ def delegation(path: str | os.PathLike) -> Delegation:
         output = tensors.get(int(op["outputs"][0])) if len(op["outputs"]) else None
         dtype = np.dtype(output["dtype"]).name if output else "?"
         left.append((op["op_name"], dtype, output["name"] if output else ""))
-    return Delegation(partitions=len(delegates), ops_total=len(originals), not_delegated=left)
+    return Delegation(partitions=len(delegates), not_delegated=left)
 
 
 def op_counts(path: str | os.PathLike) -> dict[str, int]:

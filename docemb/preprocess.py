@@ -38,6 +38,13 @@ class Preprocessing:
         chw = (resized.astype(np.float32) - mean) * scale
         return np.ascontiguousarray(np.moveaxis(chw, -1, -3))
 
+    def denormalize(self, nchw: np.ndarray) -> np.ndarray:
+        """The inverse of normalize(), as float32 pixel values 0-255 (still NCHW): what a model
+        with the normalisation built in takes."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1) * 255.0
+        std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1) * 255.0
+        return (nchw * std + mean).astype(np.float32)
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.normalize(self.resize(rgb))
 

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from docemb.contract import describe_model, sha256, write_contract
+    from docemb.contract import BUILTIN_NORMALIZATION, describe_model, sha256, write_contract
     from docemb.errors import DocembError
     from docemb.export.onnx_export import export_onnx, verify_onnx
     from docemb.imageio import list_images, load_images
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
         difference = verify_tflite(model, path, check_inputs, precision, builtin)
         io = describe_model(path)
         if builtin:
-            io["input"]["normalization"] = "built in: give RGB values 0-255; the model applies mean and std"
+            io["input"]["normalization"] = BUILTIN_NORMALIZATION
         contract = write_contract(
             path,
             model.preprocessing,

@@ -164,7 +164,7 @@ def _print_sensitivity(errors: list[LayerError], mixed: MixedPrecision | None, t
 def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, preprocessing, out: Path, source: dict) -> None:
     """int8 .tflite files from the checkpoint the float file's contract names (docemb.quantize.tflite)."""
     from docemb.atomic import write_json
-    from docemb.contract import describe_model, write_contract
+    from docemb.contract import builtin_normalization, describe_model, write_contract
     from docemb.embedders import model_embedder
     from docemb.errors import DocembError
     from docemb.evaluation import cosine_drift
@@ -174,7 +174,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     from docemb.quantize.sensitivity import DriftTarget
     from docemb.quantize.tflite import quantize_tflite
 
-    if contract["input"].get("normalization"):
+    if builtin_normalization(contract):
         raise DocembError(f"{float_path}: has normalisation built in; quantize the file exported without --builtin-normalization")
     checkpoint = source["checkpoint"]
     if not checkpoint or not Path(checkpoint).is_file():
@@ -198,7 +198,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
             "weights": "int8 symmetric per-channel",
             "activations": "int8 per-tensor, histogram calibration" if kind == "static" else "quantized at run time",
             "xnnpack_partitions": delegated.partitions,
-            "not_delegated": [op for op, _, _ in delegated.not_delegated],
+            "not_delegated": delegated.ops_left_out,
         }
         if reference is not None:
             drift = cosine_drift(reference, tflite_embedder(path)(validation))
