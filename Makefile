@@ -15,6 +15,11 @@ TRAIN_FLAGS ?=
 # Real documents are used for evaluation when the folder exists (it does not in a user's clone).
 REALDOCS ?= $(wildcard ../shared/realdocs)
 
+# MediaPipe lives in its own environment: it pulls opencv-contrib-python, which clashes with
+# the main install's opencv-python-headless (both are cv2).
+MEDIAPIPE_VENV ?= .venv-mediapipe
+MEDIAPIPE_PYTHON := $(MEDIAPIPE_VENV)/bin/python
+MEDIAPIPE_INSTALLED := $(MEDIAPIPE_VENV)/.installed
 BIN := $(VENV)/bin
 DOCEMB := $(BIN)/docemb
 INSTALLED := $(VENV)/.installed
@@ -32,7 +37,7 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup data train export-int8 test clean
+.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe test clean
 
 help:
 	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
@@ -43,6 +48,14 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $@
 
 setup: $(INSTALLED)
+
+$(MEDIAPIPE_INSTALLED): pyproject.toml constraints-mediapipe.txt
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints-mediapipe.txt mediapipe
+	$(MEDIAPIPE_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+mediapipe-env: $(MEDIAPIPE_INSTALLED)
 
 $(DATA)/train/manifest.csv: | $(INSTALLED)
 	$(DOCEMB) synth --out $(DATA)/train --n $(N_TRAIN) --seed 0
@@ -71,8 +84,13 @@ export-int8: $(MODEL_CKPT) data
 		$(MODELS)/model.tflite $(MODELS)/model_fp16.tflite $(MODELS)/model_int8_dynamic.tflite $(MODELS)/model_int8_static.tflite \
 		$(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
 
-test: $(INSTALLED)
-	$(BIN)/python -m pytest
+# A float TFLite with normalisation built in and MediaPipe ImageEmbedder metadata, checked by MediaPipe itself.
+export-mediapipe: $(MODEL_CKPT) data $(MEDIAPIPE_INSTALLED)
+	$(DOCEMB) export --ckpt $(MODEL_CKPT) --out $(MODELS) --include tflite --builtin-normalization --name model_mediapipe
+	$(MEDIAPIPE_PYTHON) -m docemb.export.mediapipe $(MODELS)/model_mediapipe.tflite --embed $$(ls $(DATA)/eval/*.png | head -3)
+
+test: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
+	DOCEMB_MEDIAPIPE_PYTHON=$(MEDIAPIPE_PYTHON) $(BIN)/python -m pytest
 
 clean:
 	rm -rf runs

@@ -9,20 +9,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import docemb
-from docemb.atomic import write_json
+from docemb.atomic import write_json, write_text
 from docemb.errors import DocembError
 from docemb.preprocess import Preprocessing
 
 FORMAT_VERSION = 1
 SUFFIX = ".contract.json"
+CARD_SUFFIX = ".card.md"
 
 
 def contract_path(model_path: str | os.PathLike) -> Path:
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + SUFFIX)
+
+
+def card_path(model_path: str | os.PathLike) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + CARD_SUFFIX)
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -55,9 +62,80 @@ def write_contract(
         "quantization": quantization,
         "source": source,
     }
+    return save_contract(model_path, contract)
+
+
+def save_contract(model_path: str | os.PathLike, contract: dict) -> Path:
+    """Write the contract JSON and the model card made from it beside the model; returns the JSON's path."""
     path = contract_path(model_path)
     write_json(path, contract)
+    write_text(card_path(model_path), model_card(contract))
     return path
+
+
+def _drift_line(drift: dict, target: dict | None) -> str:
+    line = f"cosine to float mean {drift['cos_mean']:.4f}, min {drift['cos_min']:.4f}"
+    if target:
+        met = drift["cos_mean"] >= target["cos_mean"] and drift["cos_min"] >= target["cos_min"]
+        line += f" (target mean >= {target['cos_mean']}, min >= {target['cos_min']}: {'met' if met else 'NOT met'})"
+    return line
+
+
+def model_card(contract: dict) -> str:
+    """A short Markdown card for people: what the file is, how to feed it, where it came from and,
+    for int8, how it was calibrated, how far it drifts from float and what stayed float."""
+    model_input, output, pre = contract["input"], contract["output"], contract["preprocessing"]
+    lines = [
+        f"# {contract['model_file']}",
+        "",
+        f"docemb {contract['docemb_version']} · {contract['size_bytes'] / 1e6:.2f} MB · sha256 `{contract['sha256'][:16]}…`",
+        "",
+        "## Input",
+        f"- `{model_input['name']}` {model_input['dtype']} {model_input['shape']} ({model_input['layout']}), RGB",
+        f"- {pre['resize']}-resize to {pre['size']}x{pre['size']}, {pre['interpolation']}",
+    ]
+    if model_input.get("normalization"):
+        lines.append(f"- normalisation {model_input['normalization']}")
+    else:
+        lines.append(f"- x / 255, then (x - mean) / std with mean {pre['mean']}, std {pre['std']}")
+    if contract.get("metadata"):
+        lines.append(f"- metadata: {contract['metadata']}")
+    if model_input.get("quantization"):
+        q = model_input["quantization"]
+        lines.append(f"- then int8: round(x / {q['scale']:.6g}) + {q['zero_point']}, clipped to [-128, 127]")
+    lines += [
+        "",
+        "## Output",
+        f"- `{output['name']}` {output['dtype']} {output['shape']}, L2-normalised: compare embeddings by dot product",
+        "",
+        "## Source",
+    ]
+    lines += [f"- {key}: {value}" for key, value in contract["source"].items() if value is not None]
+    quantization = contract.get("quantization")
+    if quantization:
+        lines += [
+            "",
+            "## Quantization",
+            f"- {quantization['scheme']}: weights {quantization['weights']}, activations {quantization['activations']}",
+        ]
+        calibration = quantization.get("calibration")
+        if calibration:
+            method = f"{calibration['method']}, " if calibration.get("method") else ""
+            lines.append(f"- calibration: {method}{calibration['images']} images from {', '.join(calibration['folders'])}")
+        if quantization.get("drift"):
+            lines.append(
+                f"- drift on held-out calibration-folder images: {_drift_line(quantization['drift'], quantization.get('drift_target'))}"
+            )
+        if "float_nodes" in quantization:
+            stayed = ", ".join(quantization["float_nodes"]) or "nothing (all int8)"
+            lines.append(f"- kept in float: {stayed}")
+        if "float_ops" in quantization:
+            stayed = ", ".join(f"{op} x{n}" for op, n in quantization["float_ops"].items()) or "nothing (all int8)"
+            lines.append(f"- ops computing in float32: {stayed}")
+        if "xnnpack_partitions" in quantization:
+            left = ", ".join(f"{op} x{n}" for op, n in Counter(quantization["not_delegated"]).items()) or "none"
+            lines.append(f"- XNNPACK: {quantization['xnnpack_partitions']} partition(s); ops left on default kernels: {left}")
+    return "\n".join(lines) + "\n"
 
 
 BUILTIN_NORMALIZATION = "built in: give RGB values 0-255; the model applies mean and std"

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--calib-count", type=int, default=128, help="calibration images (default: 128)")
     parser.add_argument(
+        "--input-type",
+        choices=("int8", "float32"),
+        default="int8",
+        help="full-integer TFLite input: int8 (the app quantizes, as the contract says) or float32 (a QUANTIZE op inside; default: int8)",
+    )
+    parser.add_argument(
         "--drift-target",
         nargs=2,
         type=float,
@@ -55,7 +61,9 @@ def run(args: argparse.Namespace) -> None:
 
     from docemb.atomic import write_json
     from docemb.contract import check_contract, describe_onnx, write_contract
+    from docemb.embedders import onnx_embedder
     from docemb.errors import DocembError
+    from docemb.evaluation import cosine_drift
     from docemb.preprocess import Preprocessing
     from docemb.quantize.calibration import calibration_inputs
     from docemb.quantize.ort import METHODS, pick_static_method, quantize_dynamic_int8
@@ -79,32 +87,37 @@ def run(args: argparse.Namespace) -> None:
         _run_tflite(args, float_path, contract, preprocessing, out, source)
         return
     report: dict = {"float_model": str(float_path)}
+    target = DriftTarget(*args.drift_target)
+    calibration = validation = None
+    if args.calib:
+        calibration = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=0)
+        validation = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=1, seed=1)
 
     if "dynamic" in args.include:
         path = quantize_dynamic_int8(float_path, out / f"{stem}_int8_dynamic.onnx")
-        write_contract(
-            path,
-            preprocessing,
-            describe_onnx(path),
-            source,
-            {"scheme": "onnxruntime dynamic int8", "weights": "int8 per-channel", "activations": "quantized at run time"},
-        )
-        report["dynamic"] = {"file": path.name, "size_bytes": path.stat().st_size}
+        quantization = {
+            "scheme": "onnxruntime dynamic int8",
+            "weights": "int8 per-channel",
+            "activations": "quantized at run time",
+        }
+        if validation is not None:
+            drift = cosine_drift(onnx_embedder(float_path)(validation), onnx_embedder(path)(validation))
+            quantization |= {"drift": drift, "drift_validation_images": len(validation)}
+            print(f"  dynamic: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images")
+        write_contract(path, preprocessing, describe_onnx(path), source, quantization)
+        report["dynamic"] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
     if "static" in args.include:
         unknown = set(args.methods) - set(METHODS)
         if unknown:
             raise DocembError(f"unknown calibration method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
-        calibration = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=0)
-        validation = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=1, seed=1)
         path = out / f"{stem}_int8_static.onnx"
         best, results = pick_static_method(float_path, path, calibration, validation, tuple(args.methods))
         print(f"static QDQ calibration on {len(calibration)} images, drift on {len(validation)} others:")
         for method, drift in results.items():
             marker = "  <- kept" if method == best else ""
             print(f"  {method:<10} cos mean {drift['cos_mean']:.4f}  min {drift['cos_min']:.4f}{marker}")
-        target = DriftTarget(*args.drift_target)
         errors = layer_errors(float_path, path, validation)
         mixed = None
         if not target.met(results[best]) and args.max_float_nodes > 0:
@@ -168,7 +181,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     from docemb.embedders import model_embedder
     from docemb.errors import DocembError
     from docemb.evaluation import cosine_drift
-    from docemb.litert import delegation, tflite_embedder
+    from docemb.litert import delegation, op_counts, tflite_embedder
     from docemb.model import load_model
     from docemb.quantize.calibration import calibration_inputs
     from docemb.quantize.sensitivity import DriftTarget
@@ -191,20 +204,26 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     report: dict = {"float_model": str(float_path)}
     for kind in args.include:
         path = out / f"{float_path.stem}_int8_{kind}.tflite"
-        quantize_tflite(model, path, calibration if kind == "static" else None, layout)
+        float_input = kind == "static" and args.input_type == "float32"
+        quantize_tflite(model, path, calibration if kind == "static" else None, layout, float_input)
         delegated = delegation(path)
         quantization = {
             "scheme": f"litert-torch PT2E {kind} int8",
             "weights": "int8 symmetric per-channel",
-            "activations": "int8 per-tensor, histogram calibration" if kind == "static" else "quantized at run time",
+            "activations": "int8 per-tensor" if kind == "static" else "quantized at run time",
             "xnnpack_partitions": delegated.partitions,
             "not_delegated": delegated.ops_left_out,
+            "float_ops": _float_ops(op_counts(path)),
         }
         if reference is not None:
             drift = cosine_drift(reference, tflite_embedder(path)(validation))
             quantization["drift"] = drift
             quantization["drift_target"] = {"cos_mean": args.drift_target[0], "cos_min": args.drift_target[1]}
-            quantization["calibration"] = {"images": len(calibration), "folders": [str(f) for f in args.calib]}
+            quantization["calibration"] = {
+                "method": "histogram",
+                "images": len(calibration),
+                "folders": [str(f) for f in args.calib],
+            }
             met = "met" if DriftTarget(*args.drift_target).met(drift) else "NOT met"
             print(
                 f"  {kind}: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images (target {met})"
@@ -213,3 +232,10 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         report[kind] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; {delegated.summary()})")
     write_json(out / f"{float_path.stem}_quantize_report.json", report)
+
+
+def _float_ops(counts: dict[str, int]) -> dict[str, int]:
+    """Ops of an int8 .tflite that still compute in float32 (QUANTIZE/DEQUANTIZE only convert)."""
+    return {
+        key.split()[0]: n for key, n in counts.items() if key.endswith(" float32") and not key.split()[0].endswith("QUANTIZE")
+    }

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from docemb.atomic import atomic_path
 from docemb.edge_model import Layout, edge_model, sample_input
 from docemb.errors import DocembError
 from docemb.litert import EXTRA_HINT, convert
@@ -44,12 +45,14 @@ def quantize_tflite(
     path: str | os.PathLike,
     calibration: np.ndarray | None,
     layout: Layout = "NHWC",
+    float_input: bool = False,
 ) -> Path:
     """Write int8 `model` to `path`.
 
     With `calibration` (NCHW normalised inputs): full-integer static, weights int8 symmetric
     per-channel, activations int8 per-tensor from histogram observers, int8 input, the
-    L2-normalised output float32. With `calibration=None`: dynamic-range, int8 weights of convs
+    L2-normalised output float32; `float_input` puts a QUANTIZE in front so the input is float32
+    (see add_float_input). With `calibration=None`: dynamic-range, int8 weights of convs
     and linears, activations quantized at run time, float I/O.
     """
     try:
@@ -73,4 +76,55 @@ def quantize_tflite(
             for row in tqdm(calibration, desc="calibrate int8 tflite", unit="img", leave=False):
                 graph(_to_layout(row[None], layout))
     graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
-    return convert(graph, sample, Path(path), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    convert(graph, sample, Path(path), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    if float_input and not dynamic:
+        add_float_input(Path(path))
+    return Path(path)
+
+
+def add_float_input(path: Path) -> Path:
+    """Give a full-integer model a float32 input: a QUANTIZE op (float32 -> the int8 input's
+    own scale and zero point) goes in front, so an app feeds normalised floats and XNNPACK
+    quantizes in its partition. litert-torch always folds the first quantize into an int8 input."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1:
+        raise DocembError(f"{path}: expected one input, found {len(graph.inputs)}")
+    int8_index = int(graph.inputs[0])
+    int8_tensor = graph.tensors[int8_index]
+    if int8_tensor.type != schema.TensorType.INT8:
+        raise DocembError(f"{path}: input is not int8; nothing to do")
+
+    float_tensor = schema.TensorT()
+    float_tensor.name, float_tensor.type = int8_tensor.name, schema.TensorType.FLOAT32
+    float_tensor.shape, float_tensor.shapeSignature = int8_tensor.shape, int8_tensor.shapeSignature
+    float_tensor.buffer = 0  # the empty buffer every model starts with: no data
+    int8_tensor.name = int8_tensor.name + b"_int8"
+    graph.tensors.append(float_tensor)
+    float_index = len(graph.tensors) - 1
+
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    if schema.BuiltinOperator.QUANTIZE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+        code.version = 1
+        model.operatorCodes.append(code)
+        codes.append(schema.BuiltinOperator.QUANTIZE)
+    quantize = schema.OperatorT()
+    quantize.opcodeIndex = codes.index(schema.BuiltinOperator.QUANTIZE)
+    quantize.inputs, quantize.outputs = [float_index], [int8_index]
+    graph.operators.insert(0, quantize)
+    graph.inputs = [float_index]
+    for signature in model.signatureDefs or []:
+        for entry in signature.inputs:
+            if entry.tensorIndex == int8_index:
+                entry.tensorIndex = float_index
+
+    builder = flatbuffers.Builder(path.stat().st_size + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(builder.Output())
+    return path

@@ -84,3 +84,10 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     assert "model_int8_static.tflite" in (tmp_path / "bench" / "bench.md").read_text()
     static_contract = json.loads((models / "model_int8_static.onnx.contract.json").read_text())
     assert static_contract["quantization"]["calibration"]["method"] in ("minmax", "entropy", "percentile")
+    for name in files:  # a model card beside every file, saying where it came from and how far it drifts
+        card = (models / f"{name}.card.md").read_text()
+        assert card.startswith(f"# {name}") and "## Source" in card
+    static_card = (models / "model_int8_static.tflite.card.md").read_text()
+    drift = json.loads((models / "model_int8_static.tflite.contract.json").read_text())["quantization"]["drift"]
+    assert f"cosine to float mean {drift['cos_mean']:.4f}" in static_card
+    assert "calibration: histogram, 3 images" in static_card and "XNNPACK: 1 partition(s)" in static_card
