@@ -1,21 +1,44 @@
-"""Benchmark every model on the same inputs: size, latency, Recall@1, drift from the float model."""
+"""Benchmark every model on the same inputs: operators, size, latency (host runtimes and a
+phone), Recall@1 and TPR@FPR, and drift from the float model."""
 
 from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from docemb.benchmark.latency import latency
-from docemb.contract import builtin_normalization, check_contract
+from docemb.benchmark.adb import BenchmarkOptions, Device, device_latency
+from docemb.benchmark.latency import measure_in_worker, runtimes_for
+from docemb.benchmark.ops import load_support_tables, operator_report
+from docemb.contract import check_contract
 from docemb.embedders import model_embedder
 from docemb.errors import DocembError
-from docemb.evaluation import EvalSet, build_eval_set, drift_metrics, embed_eval_set, retrieval_metrics
+from docemb.evaluation import (
+    EvalSet,
+    build_eval_set,
+    drift_metrics,
+    embed_eval_set,
+    pair_scores,
+    retrieval_metrics,
+    verification_metrics,
+)
 from docemb.preprocess import Preprocessing
+
+
+@dataclass(frozen=True)
+class PhoneRun:
+    """benchmark_model on a device (adb) for every .tflite model."""
+
+    device: Device
+    binary: Path
+    threads: tuple[int, ...] = (1, 4)
+    delegates: tuple[str, ...] = ("xnnpack",)
+    op_profile: bool = False
 
 
 def cpu_name() -> str:
@@ -28,75 +51,94 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(threads: int, runs: int, warmup: int) -> dict:
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # ONNX-only benchmarks run without LiteRT
+        return None
+
+
+def environment(threads: tuple[int, ...], runs: int, warmup: int, phone: PhoneRun | None) -> dict:
     import onnxruntime
 
-    try:
-        litert = version("ai-edge-litert")
-    except PackageNotFoundError:  # ONNX-only benchmarks run without it
-        litert = None
     return {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
-        "ai_edge_litert": litert,
+        "ai_edge_litert": _version("ai-edge-litert"),
         "numpy": np.__version__,
-        "threads": threads,
+        "threads": list(threads),
         "runs": runs,
         "warmup": warmup,
+        "phone": {"device": phone.device.name, "benchmark_model": str(phone.binary)} if phone else None,
     }
 
 
-def _delegation(path: Path) -> dict | None:
-    """XNNPACK partitions and the ops it left out, for .tflite files."""
-    if path.suffix != ".tflite":
-        return None
-    from docemb.litert import delegation
-
-    result = delegation(path)
-    return {"partitions": result.partitions, "not_delegated": result.ops_left_out}
+def _latencies(
+    path: Path, sample: np.ndarray, threads: tuple[int, ...], runs: int, warmup: int, phone: PhoneRun | None
+) -> list[dict]:
+    """Every runtime x thread count on the host (the default runtime at the first thread count
+    first: the figure tables and gates compare), then the phone's runs."""
+    results = [
+        measure_in_worker(path, sample, runtime, count, warmup, runs).to_dict()
+        for runtime in runtimes_for(path)
+        for count in threads
+    ]
+    if phone and path.suffix == ".tflite":
+        for delegate in phone.delegates:
+            for count in phone.threads:
+                options = BenchmarkOptions(count, delegate, warmup, runs, phone.op_profile)
+                latency, output = device_latency(phone.device, phone.binary, path, options)
+                results.append({**latency.to_dict(), "op_profile": output.op_types or None})
+    return results
 
 
 def benchmark(
     models: list[Path],
     reference: Path,
     eval_folders: list[Path],
-    threads: int = 1,
+    threads: tuple[int, ...] = (1, 2, 4),
     runs: int = 200,
     warmup: int = 20,
+    phone: PhoneRun | None = None,
     queries_per_template: int = 2,
-) -> dict:
-    """Every model must carry its contract; all must share one preprocessing."""
+) -> tuple[dict, dict]:
+    """The report (plain data, for bench.json) and the pair scores per eval set and model (for
+    the histograms). Every model must carry its contract; all must share one preprocessing."""
     if reference not in models:
         models = [reference, *models]
     contracts = {path: check_contract(path) for path in models}
     preprocessing = {Preprocessing.from_dict(c["preprocessing"]) for c in contracts.values()}
     if len(preprocessing) != 1:
-        raise DocembError("models disagree on preprocessing; benchmark models of one architecture together")
+        raise DocembError("models disagree on preprocessing; benchmark models of one input size together")
     prep = preprocessing.pop()
     eval_sets: list[EvalSet] = [build_eval_set(folder, prep, queries_per_template, seed=0) for folder in eval_folders]
     names = [s.name for s in eval_sets]
     if len(set(names)) != len(names):
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")
 
-    reference_embeddings = {
-        s.name: embed_eval_set(model_embedder(reference, threads=os.cpu_count() or 1), prep, s) for s in eval_sets
-    }
+    workers = os.cpu_count() or 1
+    reference_embeddings = {s.name: embed_eval_set(model_embedder(reference, threads=workers), prep, s) for s in eval_sets}
     sample = prep.normalize(eval_sets[0].queries[:1]) if eval_sets else np.zeros((1, 3, prep.size, prep.size), np.float32)
-    rows = []
+    tables = load_support_tables()
+    rows, scores = [], {s.name: {} for s in eval_sets}
     for path in tqdm(models, desc="bench", unit="model"):
         contract = contracts[path]
         is_baseline = bool(contract["source"].get("untrained"))
-        embedder = model_embedder(path, threads=os.cpu_count() or 1)
+        embedder = model_embedder(path, threads=workers)
         evaluation = {}
         for eval_set in eval_sets:
             embeddings = embed_eval_set(embedder, prep, eval_set)
-            metrics = retrieval_metrics(embeddings, eval_set.query_labels)
+            metrics = {
+                **retrieval_metrics(embeddings, eval_set.query_labels),
+                **verification_metrics(embeddings, eval_set.query_labels),
+            }
             if not is_baseline:  # drift from the float model means nothing for other weights
                 metrics.update(drift_metrics(reference_embeddings[eval_set.name], embeddings))
             evaluation[eval_set.name] = metrics
+            scores[eval_set.name][path.name] = pair_scores(embeddings, eval_set.query_labels)
         rows.append(
             {
                 "name": path.name,
@@ -104,19 +146,18 @@ def benchmark(
                 "format": path.suffix.lstrip("."),
                 "role": "baseline (untrained)" if is_baseline else ("reference" if path == reference else "model"),
                 "quantization": (contract.get("quantization") or {}).get("scheme"),
+                "float_model": contract["source"].get("float_model"),
                 "size_mb": path.stat().st_size / 1e6,
-                "latency": latency(path, sample, threads, warmup, runs, builtin_normalization(contract)).to_dict(),
-                "delegation": _delegation(path),
+                "latency": _latencies(path, sample, threads, runs, warmup, phone),
+                "operators": operator_report(path, tables),
                 "eval": evaluation,
             }
         )
-    ref_row = next(r for r in rows if Path(r["file"]) == reference)
-    for row in rows:
-        row["size_ratio"] = ref_row["size_mb"] / row["size_mb"]
-        row["speedup"] = ref_row["latency"]["p50_ms"] / row["latency"]["p50_ms"]
-    return {
+    report = {
         "reference": str(reference),
         "eval_sets": {s.name: {"templates": len(s.templates), "queries": len(s.queries)} for s in eval_sets},
-        "environment": environment(threads, runs, warmup),
+        "environment": environment(threads, runs, warmup, phone),
+        "support_tables": [{"delegate": t.delegate, "source": t.source, "version": t.version} for t in tables],
         "models": rows,
     }
+    return report, scores

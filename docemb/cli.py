@@ -14,9 +14,9 @@ STAGES = {
     "synth": ("docemb.synth.cli", "generate template documents (the default training and eval data)"),
     "train": ("docemb.train.cli", "train an embedder with a margin loss through PartialFC"),
     "ablate": ("docemb.train.ablate", "train several configs for the same budget and compare them"),
-    "export": ("docemb.export.cli", "export a checkpoint to ONNX, with its preprocessing contract"),
-    "quantize": ("docemb.quantize.cli", "int8 post-training quantization of an ONNX model"),
-    "bench": ("docemb.benchmark.cli", "size, drift, Recall@1 and latency of exported models"),
+    "export": ("docemb.export.cli", "export a checkpoint to ONNX and TFLite, each with its preprocessing contract"),
+    "quantize": ("docemb.quantize.cli", "int8 post-training quantization of an ONNX or TFLite model"),
+    "bench": ("docemb.benchmark.cli", "operators, size, latency (host and phone), Recall@1 and drift of exported models"),
 }
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 
 
 def torch_embedder(model: torch.nn.Module) -> Embedder:
+    import torch  # here, not at the top: benchmark workers time ONNX/TFLite without paying for torch
+
     model = model.eval()
     device = next(model.parameters()).device
 

@@ -157,6 +157,8 @@ def cosine_drift(reference: np.ndarray, candidate: np.ndarray) -> dict[str, floa
         "cos_mean": float(cosines.mean()),
         "cos_min": float(cosines.min()),
         "cos_p01": float(np.percentile(cosines, 1)),
+        "cos_p05": float(np.percentile(cosines, 5)),
+        "cos_p50": float(np.percentile(cosines, 50)),
     }
 
 
@@ -175,4 +177,5 @@ def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, flo
         np.concatenate([candidate.templates, candidate.queries]),
     )
     metrics["top1_agreement"] = neighbour_agreement(reference, candidate, k=1)
+    metrics["top5_agreement"] = neighbour_agreement(reference, candidate, k=5)
     return metrics

@@ -89,3 +89,47 @@ def retrieval_grid(
         axis.set_yticks([])
     figure.suptitle(f"{eval_set.name}: query and top-{k} templates", fontsize=9)
     return _save(figure, Path(path))
+
+
+def latency_vs_drift(points: dict[str, tuple[float, float]], path: str | Path, title: str = "") -> Path:
+    """One dot per model: latency (x) against cosine to the float model (y). Up and left is better."""
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    for label, (latency_ms, cosine) in points.items():
+        axis.scatter(latency_ms, cosine, s=36)
+        axis.annotate(label, (latency_ms, cosine), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    axis.set_xlabel("latency p50 (ms, batch 1)")
+    axis.set_ylabel("cosine to float, mean (worst eval set)")
+    axis.grid(alpha=0.3)
+    axis.set_title(title or "latency against drift")
+    return _save(figure, Path(path))
+
+
+def latency_distributions(times_ms: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
+    """Box plot of every timed run per model and runtime: the tail matters as much as the median."""
+    labels = list(times_ms)
+    figure, axis = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.4))
+    axis.boxplot([times_ms[label] for label in labels], vert=False, showfliers=True, flierprops={"markersize": 2})
+    axis.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
+    axis.set_xscale("log")
+    axis.set_xlabel("ms per inference (log scale)")
+    axis.grid(alpha=0.3, axis="x", which="both")
+    axis.set_title(title or "latency distributions")
+    return _save(figure, Path(path))
+
+
+def score_histogram_grid(scores: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
+    """score_histograms() for several models side by side, on shared axes."""
+    columns = min(3, len(scores))
+    rows = -(-len(scores) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), sharex=True, squeeze=False)
+    low = min(min(p.min(), n.min()) for p, n in scores.values())
+    bins = np.linspace(low, 1.0, 50)
+    for axis, (label, (positives, negatives)) in zip(axes.flat, scores.items()):
+        axis.hist(negatives, bins=bins, density=True, alpha=0.6, label="other document")
+        axis.hist(positives, bins=bins, density=True, alpha=0.6, label="same document")
+        axis.set_title(label, fontsize=8)
+    for axis in list(axes.flat)[len(scores) :]:
+        axis.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(title or "query-template scores")
+    return _save(figure, Path(path))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from docemb.cli import main
 
 
@@ -66,6 +68,11 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
             "5",
             "--warmup",
             "1",
+            "--threads",
+            "1",
+            "2",
+            "--gate",
+            "int8.size_mb < 0.5 * float.size_mb",
         ]
     )
 
@@ -78,10 +85,16 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
         assert rows[float_model]["eval"][eval_name]["top1_agreement"] == 1.0
     assert "cos_mean" not in rows["untrained.onnx"]["eval"][eval_name]  # no drift against other weights
     assert rows["model_int8_static.onnx"]["size_mb"] < rows["model.onnx"]["size_mb"]
-    assert rows["model_int8_static.tflite"]["delegation"]["partitions"] == 1
-    assert rows["model.onnx"]["delegation"] is None
-    assert all(row["latency"]["p50_ms"] > 0 for row in rows.values())
+    assert rows["model_int8_static.tflite"]["operators"]["xnnpack_on_host"]["partitions"] == 1
+    assert rows["model_int8_static.tflite"]["operators"]["delegates"]["XNNPACK"]["unsupported"] == []
+    assert "LayerNormalization" in rows["model.onnx"]["operators"]["execution_providers"]["NNAPI"]["unsupported_ops"]
+    runtimes = {(lat["runtime"], lat["threads"]) for lat in rows["model.tflite"]["latency"]}
+    assert runtimes == {("litert+xnnpack", 1), ("litert+xnnpack", 2), ("litert", 1), ("litert", 2)}
+    assert all(lat["p50_ms"] > 0 and lat["peak_rss_mb"] > 0 for row in rows.values() for lat in row["latency"])
+    assert report["gates"] == [{"expression": "int8.size_mb < 0.5 * float.size_mb", "passed": True, "failures": []}]
     assert "model_int8_static.tflite" in (tmp_path / "bench" / "bench.md").read_text()
+    assert "<table>" in (tmp_path / "bench" / "bench.html").read_text()
+    assert (tmp_path / "bench" / "latency_vs_drift.png").stat().st_size > 0
     static_contract = json.loads((models / "model_int8_static.onnx.contract.json").read_text())
     assert static_contract["quantization"]["calibration"]["method"] in ("minmax", "entropy", "percentile")
     for name in files:  # a model card beside every file, saying where it came from and how far it drifts
@@ -91,3 +104,15 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     drift = json.loads((models / "model_int8_static.tflite.contract.json").read_text())["quantization"]["drift"]
     assert f"cosine to float mean {drift['cos_mean']:.4f}" in static_card
     assert "calibration: histogram, 3 images" in static_card and "XNNPACK: 1 partition(s)" in static_card
+
+    # a release bar the int8 model misses exits 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "bench",
+                *(str(models / f) for f in ("model.onnx", "model_int8_static.onnx")),
+                *("--data", str(synth_eval), "--out", str(tmp_path / "gated"), "--runs", "2", "--warmup", "0", "--threads", "1"),
+                *("--gate", "int8.p50_ms < 0"),
+            ]
+        )
+    assert exit_info.value.code == 1
