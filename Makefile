@@ -2,6 +2,7 @@
 #   make export-int8   generate documents, train, export to ONNX and TFLite, quantize to int8, benchmark
 #                      (CKPT=path/to/model.safetensors starts from that checkpoint instead)
 #   make test          run the test suite
+#   make bench         the full benchmark report of those models, with peer backbones (after export-int8)
 # Both create .venv and install pinned versions on first use.
 
 PYTHON ?= python3
@@ -37,10 +38,10 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe test clean
+.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe bench test clean
 
 help:
-	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +84,30 @@ export-int8: $(MODEL_CKPT) data
 	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx \
 		$(MODELS)/model.tflite $(MODELS)/model_fp16.tflite $(MODELS)/model_int8_dynamic.tflite $(MODELS)/model_int8_static.tflite \
 		$(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
+
+# Other small backbones with docemb's head, exported and quantized the same way, for comparison.
+PEERS ?= mobilenetv3_small_050 mobilenetv3_small_075 mobilenetv3_small_100 efficientnet_lite0
+PEER_DIR := $(MODELS)/peers
+# Thread counts, runs and release gates of `make bench`; ADB=serial BENCHMARK_MODEL=path adds a phone.
+BENCH_THREADS ?= 1 2 4
+BENCH_RUNS ?= 200
+GATES ?= --gate 'int8.cos_mean >= 0.99 and int8.size_mb <= 0.5 * float.size_mb'
+ADB ?=
+BENCHMARK_MODEL ?=
+PHONE := $(if $(BENCHMARK_MODEL),--benchmark-model $(BENCHMARK_MODEL)) $(if $(ADB),--adb $(ADB))
+MAIN_MODELS := model.onnx model_int8_dynamic.onnx model_int8_static.onnx model.tflite model_fp16.tflite \
+	model_int8_dynamic.tflite model_int8_static.tflite untrained.onnx
+
+$(PEER_DIR)/peer_%_int8_static.tflite: | $(INSTALLED)
+	$(DOCEMB) export --peer $* --out $(PEER_DIR) --include onnx tflite
+	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.onnx --calib $(CALIB) --include static --methods percentile --max-float-nodes 0
+	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.tflite --calib $(CALIB) --include static
+
+bench: $(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p)_int8_static.tflite)
+	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first"; exit 2; }
+	$(DOCEMB) bench $(addprefix $(MODELS)/,$(MAIN_MODELS)) \
+		$(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p).onnx $(PEER_DIR)/peer_$(p)_int8_static.onnx $(PEER_DIR)/peer_$(p).tflite $(PEER_DIR)/peer_$(p)_int8_static.tflite) \
+		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench --threads $(BENCH_THREADS) --runs $(BENCH_RUNS) $(PHONE) $(GATES)
 
 # A float TFLite with normalisation built in and MediaPipe ImageEmbedder metadata, checked by MediaPipe itself.
 export-mediapipe: $(MODEL_CKPT) data $(MEDIAPIPE_INSTALLED)

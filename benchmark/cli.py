@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="host thread counts to time (default: 1 2 4)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model, runtime and thread count (default: 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs (default: 20)")
+    parser.add_argument(
+        "--layer-drift",
+        action="store_true",
+        help="also name the layers with the largest int8 error (static QDQ ONNX models whose float ONNX is benchmarked too)",
+    )
     phone = parser.add_argument_group("phone (LiteRT benchmark_model over adb; .tflite models only)")
     phone.add_argument("--adb", metavar="SERIAL", help="device serial from `adb devices`")
     phone.add_argument(
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
         device = AdbDevice(args.adb) if args.adb else LocalDevice()
         phone = PhoneRun(device, args.benchmark_model, tuple(args.phone_threads), tuple(args.delegates), args.op_profile)
     report, scores = benchmark(
-        args.models, args.ref or args.models[0], args.data, tuple(args.threads), args.runs, args.warmup, phone
+        args.models, args.ref or args.models[0], args.data, tuple(args.threads), args.runs, args.warmup, phone, args.layer_drift
     )
     gates = [evaluate_gate(expression, report) for expression in args.gate]  # a bad expression fails before any file is written
     report["gates"] = [{"expression": g.expression, "passed": g.passed, "failures": g.failures} for g in gates]

@@ -1,6 +1,7 @@
 """Release gates: `--gate 'int8.cos_mean>=0.99 and int8.p50_ms<=float.p50_ms'` over a bench report.
 
-A name is a model: `int8` (every int8 model: the gate must hold for each), `float` (the float
+A name is a model: `int8` (every int8 model of the release, peers and baselines aside: the gate
+must hold for each), `float` (the float
 model each int8 file was quantized from, when it is in the report, else the reference), or a
 file name with non-alphanumerics as `_` (`model_int8_static_tflite`). An attribute
 is a metric from row_metrics(). Quality metrics take the worst value over the eval sets, so a
@@ -78,7 +79,7 @@ def _bindings(report: dict) -> dict[str, list[dict]]:
     rows = report["models"]
     names: dict[str, list[dict]] = {
         "float": [r for r in rows if r["role"] == "reference"],
-        "int8": [r for r in rows if "int8" in (r.get("quantization") or "")],
+        "int8": [r for r in rows if r["role"] == "model" and "int8" in (r.get("quantization") or "")],
     }
     for row in rows:
         names.setdefault(identifier(row["name"]), [row])

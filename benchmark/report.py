@@ -42,8 +42,13 @@ def _render(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    """One row per model: format, runtime, size, drift, Recall@1 per eval set, p50, XNNPACK on this host."""
+def _clip(text: str, width: int | None) -> str:
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """One row per model: format, runtime, size, drift, Recall@1 per eval set, p50, XNNPACK on
+    this host, and what phone runtimes leave out (clipped to `clip` characters for terminals)."""
     sets = list(report["eval_sets"])
     header = ["model", "format", "runtime", "size MB", "cos mean", "cos min", "top1 agree"]
     header += [f"{name} R@1" for name in sets] + ["p50 ms", "XNNPACK here", "unsupported ops on phone runtimes"]
@@ -68,7 +73,7 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
                 *(_fmt(row["eval"][name]["recall@1"]) for name in sets),
                 _fmt(metrics["p50_ms"], 2),
                 partitions,
-                unsupported_summary(row),
+                _clip(unsupported_summary(row), clip),
             ]
         )
     return header, rows
@@ -137,10 +142,20 @@ def _layers(layers: list[str], shown: int) -> str:
     return ", ".join(layers[:shown]) + more
 
 
+def layer_drift_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "layer", "op", "own SQNR dB", "accumulated SQNR dB"]
+    rows = [
+        [row["name"], e["node"], e["op_type"], _fmt(e["own_sqnr_db"], 1), _fmt(e["accumulated_sqnr_db"], 1)]
+        for row in report["models"]
+        for e in (row.get("layer_drift") or [])[:5]
+    ]
+    return header, rows
+
+
 def terminal_report(report: dict) -> str:
     env = report["environment"]
     parts = [
-        _render(*summary_rows(report)),
+        _render(*summary_rows(report, clip=60)),
         "",
         "Latency (batch 1, median of {} runs after {} warm-up runs; every runtime and thread count):".format(
             env["runs"], env["warmup"]
@@ -150,9 +165,11 @@ def terminal_report(report: dict) -> str:
         "Phone runtimes (TFLite: support tables; ONNX: onnxruntime's mobile usability checker; layers in bench.md):",
         _render(*operator_rows(report, layers_shown=0)),
         "",
-        machine_line(report),
     ]
-    return "\n".join(parts)
+    header, rows = layer_drift_rows(report)
+    if rows:
+        parts += ["Layers with the largest int8 error of their own (SQNR, higher is better):", _render(header, rows), ""]
+    return "\n".join([*parts, machine_line(report)])
 
 
 def machine_line(report: dict) -> str:
@@ -189,6 +206,11 @@ def markdown(report: dict, plots: dict[str, Path]) -> str:
         "",
         *_markdown_table(*operator_rows(report)),
         "",
+        *(
+            ["## Per-layer int8 drift", "", *_markdown_table(*layer_drift_rows(report)), ""]
+            if layer_drift_rows(report)[1]
+            else []
+        ),
         "Support tables: " + "; ".join(f"{t['delegate']} ({t['source']}, {t['version']})" for t in report["support_tables"]),
         "",
         "## Plots",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from docemb.evaluation import (
     verification_metrics,
 )
 from docemb.preprocess import Preprocessing
+
+LAYER_DRIFT_TOP = 10  # layers reported per model with --layer-drift
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,46 @@ def _latencies(
     return results
 
 
+def drift_reference(path: Path, reference: Path, contracts: dict[Path, dict]) -> Path | None:
+    """The float model `path` should be compared with: the file it was quantized from when that
+    is benchmarked too, else the reference when both come from the same checkpoint; None for
+    other weights (untrained baselines, peers against docemb's model)."""
+    source = contracts[path]["source"]
+    if source.get("untrained"):
+        return None
+    by_name = {p.name: p for p in contracts}
+    own_float = by_name.get(source.get("float_model") or "")
+    if own_float is not None and contracts[own_float]["sha256"] == source.get("float_sha256"):
+        return own_float
+    reference_checkpoint = contracts[reference]["source"].get("checkpoint")
+    return reference if reference_checkpoint and source.get("checkpoint") == reference_checkpoint else None
+
+
+def _role(path: Path, reference: Path, contract: dict) -> str:
+    source = contract["source"]
+    if path == reference:
+        return "reference"
+    if source.get("untrained"):
+        return "baseline (untrained)"
+    if source.get("peer"):
+        return f"peer ({source['peer']})"
+    return "model"
+
+
+def _layer_drift(
+    path: Path, float_model: Path | None, contract: dict, eval_sets: list[EvalSet], prep: Preprocessing
+) -> list[dict] | None:
+    """The layers with the largest own int8 error, for a QDQ ONNX model whose float ONNX model
+    is benchmarked too (TFLite int8 graphs do not keep the float graph's tensor names)."""
+    scheme = (contract.get("quantization") or {}).get("scheme") or ""
+    if path.suffix != ".onnx" or "QDQ" not in scheme or float_model is None or float_model.suffix != ".onnx":
+        return None
+    from docemb.layer_drift import layer_errors
+
+    inputs = np.concatenate([prep.normalize(s.queries[:8]) for s in eval_sets])
+    return [asdict(error) for error in layer_errors(float_model, path, inputs, contract["input"]["name"])[:LAYER_DRIFT_TOP]]
+
+
 def benchmark(
     models: list[Path],
     reference: Path,
@@ -103,10 +145,12 @@ def benchmark(
     runs: int = 200,
     warmup: int = 20,
     phone: PhoneRun | None = None,
+    layer_drift: bool = False,
     queries_per_template: int = 2,
 ) -> tuple[dict, dict]:
     """The report (plain data, for bench.json) and the pair scores per eval set and model (for
-    the histograms). Every model must carry its contract; all must share one preprocessing."""
+    the histograms). Every model must carry its contract; all must share one preprocessing.
+    Drift compares each model with its own float model (see drift_reference)."""
     if reference not in models:
         models = [reference, *models]
     contracts = {path: check_contract(path) for path in models}
@@ -120,23 +164,25 @@ def benchmark(
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")
 
     workers = os.cpu_count() or 1
-    reference_embeddings = {s.name: embed_eval_set(model_embedder(reference, threads=workers), prep, s) for s in eval_sets}
+    embedded = {
+        path: {s.name: embed_eval_set(model_embedder(path, threads=workers), prep, s) for s in eval_sets}
+        for path in tqdm(models, desc="embed eval sets", unit="model")
+    }
     sample = prep.normalize(eval_sets[0].queries[:1]) if eval_sets else np.zeros((1, 3, prep.size, prep.size), np.float32)
     tables = load_support_tables()
     rows, scores = [], {s.name: {} for s in eval_sets}
     for path in tqdm(models, desc="bench", unit="model"):
         contract = contracts[path]
-        is_baseline = bool(contract["source"].get("untrained"))
-        embedder = model_embedder(path, threads=workers)
+        float_model = drift_reference(path, reference, contracts)
         evaluation = {}
         for eval_set in eval_sets:
-            embeddings = embed_eval_set(embedder, prep, eval_set)
+            embeddings = embedded[path][eval_set.name]
             metrics = {
                 **retrieval_metrics(embeddings, eval_set.query_labels),
                 **verification_metrics(embeddings, eval_set.query_labels),
             }
-            if not is_baseline:  # drift from the float model means nothing for other weights
-                metrics.update(drift_metrics(reference_embeddings[eval_set.name], embeddings))
+            if float_model is not None:
+                metrics.update(drift_metrics(embedded[float_model][eval_set.name], embeddings))
             evaluation[eval_set.name] = metrics
             scores[eval_set.name][path.name] = pair_scores(embeddings, eval_set.query_labels)
         rows.append(
@@ -144,13 +190,15 @@ def benchmark(
                 "name": path.name,
                 "file": str(path),
                 "format": path.suffix.lstrip("."),
-                "role": "baseline (untrained)" if is_baseline else ("reference" if path == reference else "model"),
+                "role": _role(path, reference, contract),
                 "quantization": (contract.get("quantization") or {}).get("scheme"),
                 "float_model": contract["source"].get("float_model"),
+                "drift_against": float_model.name if float_model else None,
                 "size_mb": path.stat().st_size / 1e6,
                 "latency": _latencies(path, sample, threads, runs, warmup, phone),
                 "operators": operator_report(path, tables),
                 "eval": evaluation,
+                "layer_drift": _layer_drift(path, float_model, contract, eval_sets, prep) if layer_drift else None,
             }
         )
     report = {

@@ -21,6 +21,9 @@ from docemb.errors import DocembError
 from docemb.preprocess import Preprocessing
 
 ARCHS = ("lcnet_050", "lcnet_075", "lcnet_100")
+# Small backbones a user might pick instead; `docemb export --peer` builds them with the same
+# head and input so that `docemb bench` compares like with like.
+PEER_ARCHS = ("mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100", "tf_efficientnet_lite0")
 HeadNorm = Literal["ln_bn", "ln", "bn"]
 Pool = Literal["flatten", "gap"]
 
@@ -37,8 +40,10 @@ class ModelConfig:
     head_norm: HeadNorm = "ln_bn"
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise DocembError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.arch not in ARCHS + PEER_ARCHS:
+            raise DocembError(
+                f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)} (or a peer: {', '.join(PEER_ARCHS)})"
+            )
         if self.pool not in ("flatten", "gap"):
             raise DocembError(f"unknown pool {self.pool!r}; choose flatten or gap")
         if self.head_norm not in ("ln_bn", "ln", "bn"):
@@ -129,15 +134,28 @@ def load_pretrained_backbone(model: EmbeddingModel, path: str | os.PathLike) -> 
     path = Path(path)
     if not path.is_file():
         raise DocembError(f"{path}: pretrained weights file not found")
-    if path.suffix == ".safetensors":
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-    missing, _unexpected = model.backbone.load_state_dict(state, strict=False)
+    missing, _unexpected = model.backbone.load_state_dict(read_state_dict(path), strict=False)
     if len(missing) == len(model.backbone.state_dict()):
         raise DocembError(f"{path}: no tensor matches the {model.config.arch} backbone")
     return list(missing)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or torch .pth/.pt file (a 'state_dict' entry if it has one)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def load_by_order(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict whose names differ from the module's but whose tensors come in the same
+    order and shapes (a checkpoint from another implementation of the same network)."""
+    own = module.state_dict()
+    if len(own) != len(state) or any(a.shape != b.shape for a, b in zip(own.values(), state.values())):
+        raise DocembError(f"{source}: weights do not match {type(module).__name__} tensor for tensor")
+    module.load_state_dict(dict(zip(own.keys(), state.values())))
 
 
 def save_model(path: str | os.PathLike, model: EmbeddingModel, metadata: dict | None = None) -> None:

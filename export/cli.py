@@ -1,4 +1,5 @@
-"""`docemb export --ckpt CKPT --out DIR [--include onnx tflite tflite-fp16]`: model files with their contracts."""
+"""`docemb export --ckpt CKPT | --untrained | --peer NAME --out DIR [--include onnx tflite tflite-fp16]`:
+model files with their contracts."""
 
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="file stem (default: model, or untrained with --untrained)")
     parser.add_argument("--untrained", action="store_true", help="export the same architecture with fresh weights (a baseline)")
     parser.add_argument("--arch", default=None, help="architecture for --untrained without --ckpt (default: lcnet_050)")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --untrained (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --untrained and --peer (default: 0)")
+    parser.add_argument(
+        "--peer",
+        metavar="NAME",
+        help="export another backbone with docemb's head for `docemb bench` to compare: mobilenetv3_small_050, "
+        "mobilenetv3_small_075, mobilenetv3_small_100 or efficientnet_lite0 (writes its checkpoint too)",
+    )
     parser.add_argument("--check-data", help="folder of images to compare torch and exported outputs on, besides random inputs")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")
 
@@ -37,10 +44,23 @@ def run(args: argparse.Namespace) -> None:
     from docemb.errors import DocembError
     from docemb.export.onnx_export import export_onnx, verify_onnx
     from docemb.imageio import list_images, load_images
-    from docemb.model import ModelConfig, build_model, load_model, read_model_metadata
+    from docemb.model import ModelConfig, build_model, load_model, read_model_metadata, save_model
 
-    if not args.ckpt and not args.untrained:
-        raise DocembError("give --ckpt CKPT, or --untrained for a baseline")
+    if sum(map(bool, (args.ckpt and not args.untrained, args.untrained, args.peer))) != 1:
+        raise DocembError("give one of --ckpt CKPT, --untrained (with or without --ckpt) or --peer NAME")
+    out = Path(args.out)
+    if args.peer:
+        from docemb.peers import build_peer
+
+        model, weights = build_peer(args.peer, seed=args.seed)
+        checkpoint = out / f"{args.name or 'peer_' + args.peer}.safetensors"
+        save_model(checkpoint, model, {"peer": args.peer, "backbone_weights": weights})
+        source = {
+            "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_sha256": sha256(checkpoint),
+            "peer": args.peer,
+            "backbone_weights": weights,
+        }
     if args.ckpt:
         model = load_model(args.ckpt)
         metadata = read_model_metadata(args.ckpt)
@@ -54,8 +74,7 @@ def run(args: argparse.Namespace) -> None:
         config = model.config if args.ckpt else ModelConfig(arch=args.arch or "lcnet_050")
         model = build_model(config, seed=args.seed).eval()
         source = {"untrained": True, "seed": args.seed, "model_config": asdict(config)}
-    name = args.name or ("untrained" if args.untrained else "model")
-    out = Path(args.out)
+    name = args.name or ("untrained" if args.untrained else f"peer_{args.peer}" if args.peer else "model")
 
     rng = np.random.default_rng(0)
     size = model.config.input_size

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from docemb.quantize.sensitivity import LayerError, MixedPrecision
+    from docemb.layer_drift import LayerError
+    from docemb.quantize.sensitivity import MixedPrecision
 
 KINDS = ("dynamic", "static")
 
@@ -64,10 +65,11 @@ def run(args: argparse.Namespace) -> None:
     from docemb.embedders import onnx_embedder
     from docemb.errors import DocembError
     from docemb.evaluation import cosine_drift
+    from docemb.layer_drift import layer_errors
     from docemb.preprocess import Preprocessing
     from docemb.quantize.calibration import calibration_inputs
     from docemb.quantize.ort import METHODS, pick_static_method, quantize_dynamic_int8
-    from docemb.quantize.sensitivity import DriftTarget, layer_errors, mixed_precision
+    from docemb.quantize.sensitivity import DriftTarget, mixed_precision
 
     float_path = Path(args.model)
     if not float_path.is_file():
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> None:
         "float_model": float_path.name,
         "float_sha256": contract["sha256"],
         "checkpoint": contract["source"].get("checkpoint"),
+        **({"peer": contract["source"]["peer"]} if contract["source"].get("peer") else {}),
     }
     if "static" in args.include and not args.calib:
         raise DocembError("static quantization needs --calib FOLDER (images like the ones the model will see)")

@@ -7,56 +7,25 @@ one with the least measured drift on held-apart validation images.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnxruntime.quantization import (
-    CalibrationDataReader,
     CalibrationMethod,
     QuantFormat,
     QuantType,
     quantize_dynamic,
     quantize_static,
 )
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from docemb.atomic import atomic_path
 from docemb.embedders import onnx_embedder
 from docemb.evaluation import cosine_drift
+from docemb.layer_drift import ArrayReader, preprocess_for_quantization, quiet_onnxruntime
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
-
-
-class ArrayReader(CalibrationDataReader):
-    """Feeds calibration inputs to onnxruntime one image at a time: the histogram collectors
-    behind entropy and percentile calibration fail on batches of unequal size."""
-
-    def __init__(self, input_name: str, inputs: np.ndarray) -> None:
-        self.batches = iter([{input_name: inputs[i : i + 1]} for i in range(len(inputs))])
-
-    def get_next(self) -> dict | None:
-        return next(self.batches, None)
-
-
-def preprocess_for_quantization(float_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
-    """Shape inference and graph optimisation that static quantization expects first.
-
-    The optimiser inlines function ops (HardSwish becomes HardSigmoid and Mul) into nodes with
-    no name; each gets one here, so every node can be named in `nodes_to_exclude` and reports.
-    """
-    with quiet_onnxruntime():
-        quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=False)
-    graph = onnx.load(str(out_path))
-    for index, node in enumerate(graph.graph.node):
-        if not node.name:
-            node.name = f"unnamed_{node.op_type}_{index}"
-    onnx.save(graph, str(out_path))
 
 
 def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
@@ -67,21 +36,6 @@ def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.Path
         with quiet_onnxruntime():
             quantize_dynamic(str(prepared), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
     return Path(out_path)
-
-
-@contextlib.contextmanager
-def quiet_onnxruntime():
-    """onnxruntime's quantizer logs one INFO line per tensor, prints its calibration progress, and
-    warns that LayerNorm's 1-d weights have no axis 1 (they are quantized per tensor, as they
-    should be). None of it helps the user; the drift we measure afterwards does."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
 
 
 def quantize_static_int8(

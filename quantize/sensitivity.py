@@ -2,10 +2,8 @@
 
 Two measurements, both on the user's validation images:
 
-- layer by layer: every activation of the float model against the same tensor in the QDQ model
-  (onnxruntime's qdq_loss_debug). Its *own* error (SQNR of the tensor just before and just after
-  its quantize-dequantize pair) names the tensors whose int8 range fits worst, independent of
-  the errors that arrive from upstream;
+- layer by layer (docemb.layer_drift.layer_errors): each layer's own int8 error, which names
+  the tensors whose int8 range fits worst;
 - at the embedding: the cosine to float when a candidate layer is left in float, which is what
   a user's match scores feel.
 
@@ -22,18 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnxruntime.quantization.qdq_loss_debug import (
-    collect_activations,
-    compute_activation_error,
-    create_activation_matching,
-    modify_model_output_intermediate_tensors,
-)
 
 from docemb.atomic import atomic_path
 from docemb.embedders import onnx_embedder
 from docemb.evaluation import cosine_drift
-from docemb.quantize.ort import ArrayReader, preprocess_for_quantization, quantize_static_int8, quiet_onnxruntime
+from docemb.layer_drift import LayerError
+from docemb.quantize.ort import quantize_static_int8
 
 MIN_GAIN = 1e-4  # a layer left in float must raise the mean cosine by at least this much
 
@@ -48,47 +40,12 @@ class DriftTarget:
 
 
 @dataclass
-class LayerError:
-    tensor: str
-    node: str  # the node that produces the tensor: the one to keep in float
-    op_type: str
-    own_sqnr_db: float  # this tensor's quantization alone
-    accumulated_sqnr_db: float  # against the float model, errors from upstream included
-
-
-@dataclass
 class MixedPrecision:
     drift_all_int8: dict[str, float]
     drift: dict[str, float]
     float_nodes: list[dict[str, str]] = field(default_factory=list)  # name and op type, in order kept
     trials: list[dict] = field(default_factory=list)  # every candidate tried and the drift it gave
     target_met: bool = False
-
-
-def layer_errors(
-    float_path: str | os.PathLike, qdq_path: str | os.PathLike, inputs: np.ndarray, input_name: str = "image"
-) -> list[LayerError]:
-    """Per-activation SQNR of `qdq_path` against `float_path` on `inputs`, worst own error first."""
-    with tempfile.TemporaryDirectory() as work, quiet_onnxruntime():
-        work = Path(work)
-        prepared = work / "prepared.onnx"
-        preprocess_for_quantization(float_path, prepared)  # the graph the quantizer saw: same names
-        activations = {}
-        for name, path in (("float", prepared), ("qdq", Path(qdq_path))):
-            augmented = work / f"{name}_augmented.onnx"
-            modify_model_output_intermediate_tensors(str(path), str(augmented))
-            activations[name] = collect_activations(str(augmented), ArrayReader(input_name, inputs))
-        producers = {out: node for node in onnx.load(str(prepared)).graph.node for out in node.output}
-    matching = create_activation_matching(activations["qdq"], activations["float"])
-    errors = []
-    for tensor, error in compute_activation_error(matching).items():
-        node = producers.get(tensor)
-        if node is None:  # the model input: nothing to keep in float
-            continue
-        errors.append(
-            LayerError(tensor, node.name, node.op_type, float(error["qdq_err"]), float(error.get("xmodel_err", np.nan)))
-        )
-    return sorted(errors, key=lambda e: e.own_sqnr_db)
 
 
 def mixed_precision(

@@ -232,6 +232,7 @@ REPORT = {
         _row("model.tflite", "model", None, 0.45, 1.0, 0.33),
         _row("model_int8_static.onnx", "model", "onnxruntime static QDQ int8", 0.83, 0.994, 0.27, "model.onnx"),
         _row("model_int8_static.tflite", "model", "litert-torch PT2E static int8", 0.40, 0.995, 0.30, "model.tflite"),
+        _row("peer_x_int8_static.tflite", "peer (x)", "litert-torch PT2E static int8", 9.0, 0.5, 0.01, "peer_x.tflite"),
     ]
 }
 
@@ -239,7 +240,9 @@ REPORT = {
 def test_gate_that_should_fail_fails_and_names_the_model():
     result = evaluate_gate("int8.cos_mean>=0.99 and int8.p50_ms<=float.p50_ms", REPORT)
     assert not result.passed
-    assert result.failures == ["int8=model_int8_static.onnx, float=model.onnx"]  # the TFLite int8 beats its own float
+    # the TFLite int8 beats its own float; peers are for comparison, not part of the release
+    assert result.failures == ["int8=model_int8_static.onnx, float=model.onnx"]
+    assert not evaluate_gate("peer_x_int8_static_tflite.cos_mean >= 0.9", REPORT).passed
 
 
 def test_gate_takes_the_worst_eval_set_and_arithmetic():
@@ -273,3 +276,53 @@ def test_host_latency_worker_measures_onnx(small_model, tmp_path):
     assert 0 < latency.runtime_rss_mb < latency.peak_rss_mb
     with pytest.raises(DocembError, match="m.onnx"):
         measure_in_worker(path, sample, "litert", threads=1, warmup=0, runs=1)
+
+
+# --- drift pairing and peers -----------------------------------------------------------------
+
+
+def test_each_model_drifts_against_its_own_float_model():
+    from docemb.benchmark.run import drift_reference
+
+    ckpt, peer_ckpt = "/runs/a/model.safetensors", "/models/peers/peer_x.safetensors"
+    contracts = {
+        Path("model.onnx"): {"sha256": "a", "source": {"checkpoint": ckpt}},
+        Path("model.tflite"): {"sha256": "b", "source": {"checkpoint": ckpt}},
+        Path("model_int8_static.tflite"): {
+            "sha256": "c",
+            "source": {"checkpoint": ckpt, "float_model": "model.tflite", "float_sha256": "b"},
+        },
+        Path("old_int8.onnx"): {
+            "sha256": "d",
+            "source": {"checkpoint": ckpt, "float_model": "model.onnx", "float_sha256": "stale"},
+        },
+        Path("untrained.onnx"): {"sha256": "e", "source": {"untrained": True}},
+        Path("peer_x.onnx"): {"sha256": "f", "source": {"checkpoint": peer_ckpt, "peer": "x"}},
+        Path("peer_x_int8_static.onnx"): {
+            "sha256": "g",
+            "source": {"checkpoint": peer_ckpt, "float_model": "peer_x.onnx", "float_sha256": "f"},
+        },
+    }
+    reference = Path("model.onnx")
+    pairs = {path.name: drift_reference(path, reference, contracts) for path in contracts}
+    assert pairs == {
+        "model.onnx": reference,
+        "model.tflite": reference,  # same checkpoint
+        "model_int8_static.tflite": Path("model.tflite"),  # the file it was quantized from
+        "old_int8.onnx": reference,  # its float file changed since: fall back to the checkpoint's reference
+        "untrained.onnx": None,
+        "peer_x.onnx": None,  # other weights: no drift against docemb's model
+        "peer_x_int8_static.onnx": Path("peer_x.onnx"),
+    }
+
+
+def test_efficientnet_lite0_peer_carries_the_packaged_imagenet_weights():
+    from docemb.model import read_state_dict
+    from docemb.peers import build_peer, efficientnet_lite0_weights
+
+    model, weights = build_peer("efficientnet_lite0")
+    assert weights.startswith("ImageNet")
+    first_tensor = next(iter(read_state_dict(efficientnet_lite0_weights()).values()))
+    assert np.array_equal(model.backbone.conv_stem.weight.detach().numpy(), first_tensor.numpy())
+    with pytest.raises(DocembError, match="unknown peer"):
+        build_peer("resnet50")

