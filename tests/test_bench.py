@@ -77,27 +77,11 @@ def test_tflite_inventory_flags_the_unsupported_op_of_a_real_model(small_model, 
     """An int8 model converted with HardSwish as is: the inventory names HARD_SWISH int8 for
     XNNPACK with the torch layer it comes from, as the host runtime confirms."""
     pytest.importorskip("litert_torch")
-    import torch
-    from litert_torch.quantize import pt2e_quantizer
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import quantize_pt2e
+    from test_tflite import int8_with_hardswish_kept
 
     from docemb.benchmark.ops import operator_report
-    from docemb.edge_model import edge_model
-    from docemb.litert import convert
 
-    module = edge_model(small_model, layout="NHWC")
-    sample = torch.zeros(1, 64, 64, 3)
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-    graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
-    for _ in range(2):
-        graph(torch.randn(1, 64, 64, 3))
-    path = convert(
-        quantize_pt2e.convert_pt2e(graph, fold_quantize=False),
-        sample,
-        tmp_path / "m.tflite",
-        QuantConfig(pt2e_quantizer=quantizer),
-    )
+    path = int8_with_hardswish_kept(small_model, tmp_path / "m.tflite")
     report = operator_report(path)
     flagged = [u for u in report["delegates"]["XNNPACK"]["unsupported"] if u["op"] == "HARD_SWISH"]
     assert flagged and all(u["dtype"] == "int8" for u in flagged)

@@ -80,21 +80,28 @@ def test_float16_halves_the_size_and_keeps_the_embedding(small_model, tmp_path):
     assert verify_tflite(small_model, f16, inputs, "float16", None) < 5e-3
 
 
-def test_delegation_names_the_op_xnnpack_leaves_out(trained_model, synth_train, tmp_path):
-    """int8 HARD_SWISH has a LiteRT kernel but no XNNPACK one: without the decomposition every
-    HardSwish is left out and the graph falls apart into partitions."""
+def int8_with_hardswish_kept(model, path: Path) -> Path:
+    """The model quantized to int8 TFLite with HardSwish left as it is (no decomposition): a
+    real model with an op XNNPACK does not take."""
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    module = edge_model(trained_model, layout="NHWC")
-    sample = torch.zeros(1, 64, 64, 3)
+    size = model.config.input_size
+    module = edge_model(model, layout="NHWC")
+    sample = torch.zeros(1, size, size, 3)
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
     for _ in range(4):
-        graph(torch.randn(1, 64, 64, 3))
+        graph(torch.randn(1, size, size, 3))
     graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
-    path = convert(graph, sample, tmp_path / "shattered.tflite", QuantConfig(pt2e_quantizer=quantizer))
+    return convert(graph, sample, path, QuantConfig(pt2e_quantizer=quantizer))
+
+
+def test_delegation_names_the_op_xnnpack_leaves_out(trained_model, tmp_path):
+    """int8 HARD_SWISH has a LiteRT kernel but no XNNPACK one: without the decomposition every
+    HardSwish is left out and the graph falls apart into partitions."""
+    path = int8_with_hardswish_kept(trained_model, tmp_path / "shattered.tflite")
     result = delegation(path)
     assert {op for op, _, _ in result.not_delegated} == {"HARD_SWISH"}
     assert result.partitions > 3
