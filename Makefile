@@ -3,6 +3,7 @@
 #                      (CKPT=path/to/model.safetensors starts from that checkpoint instead)
 #   make test          run the test suite
 #   make bench         the full benchmark report of those models, with peer backbones (after export-int8)
+#   make android-assets  the int8 model, its contract and golden files into android_demo (after export-int8)
 # Both create .venv and install pinned versions on first use.
 
 PYTHON ?= python3
@@ -38,10 +39,10 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe bench test clean
+.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe bench android-assets android-test test clean
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -114,8 +115,26 @@ export-mediapipe: $(MODEL_CKPT) data $(MEDIAPIPE_INSTALLED)
 	$(DOCEMB) export --ckpt $(MODEL_CKPT) --out $(MODELS) --include tflite --builtin-normalization --name model_mediapipe
 	$(MEDIAPIPE_PYTHON) -m docemb.export.mediapipe $(MODELS)/model_mediapipe.tflite --embed $$(ls $(DATA)/eval/*.png | head -3)
 
+# The Android demo's model and golden files (Python's input tensors, embeddings and decisions).
+ANDROID_ASSETS := android_demo/app/src/main/assets
+android-assets: | $(INSTALLED)
+	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first ($(MODELS)/model_int8_static.tflite)"; exit 2; }
+	$(BIN)/python -m docemb.export.android_assets --model $(MODELS)/model_int8_static.tflite --images $(DATA)/eval --out $(ANDROID_ASSETS)
+
+# The app's plain-Java core against the golden files, with the JDK alone (no Gradle, no Maven).
+ANDROID_CORE_BUILD := build/android-core
+android-test:
+	@if command -v javac >/dev/null 2>&1; then \
+		rm -rf $(ANDROID_CORE_BUILD) && \
+		javac --release 17 -d $(ANDROID_CORE_BUILD) $$(find android_demo/core/src -name '*.java') && \
+		java -cp $(ANDROID_CORE_BUILD) dev.docemb.core.CoreTests $(ANDROID_ASSETS); \
+	else \
+		echo "SKIPPED the android_demo core tests: no JDK (javac) on PATH; install openjdk-17-jdk-headless to run them"; \
+	fi
+
 test: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
 	DOCEMB_MEDIAPIPE_PYTHON=$(MEDIAPIPE_PYTHON) $(BIN)/python -m pytest
+	@$(MAKE) --no-print-directory android-test
 
 clean:
-	rm -rf runs
+	rm -rf runs build

@@ -46,8 +46,10 @@ def write_contract(
     io: dict,
     source: dict,
     quantization: dict | None = None,
+    thresholds: dict | None = None,
 ) -> Path:
-    """`io` is what describe_model() reads from the model file itself; source says where it came from."""
+    """`io` is what describe_model() reads from the model file itself; source says where it came
+    from; thresholds is threshold_table()'s answer, for apps that decide match or unknown."""
     model_path = Path(model_path)
     contract = {
         "format_version": FORMAT_VERSION,
@@ -60,9 +62,35 @@ def write_contract(
         **({"signature": io["signature"]} if io.get("signature") else {}),
         "output": {**io["output"], "l2_normalized": True},
         "quantization": quantization,
+        "thresholds": thresholds,
         "source": source,
     }
     return save_contract(model_path, contract)
+
+
+DEFAULT_MATCH_FPR = 1e-2
+
+
+def threshold_table(run_dir: str | os.PathLike | None, fpr: float = DEFAULT_MATCH_FPR) -> dict | None:
+    """The match thresholds a training run measured (report.json: per eval set, the cosine that
+    keeps each false-positive rate), and the one an app should use by default: `fpr` on the
+    last eval set (`make` lists the real documents last). None when the run left no report."""
+    if not run_dir:
+        return None
+    report = Path(run_dir) / "report.json"
+    try:
+        table = json.loads(report.read_text())["thresholds"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return None
+    if not table:
+        return None
+    eval_set = list(table)[-1]
+    row = min(table[eval_set], key=lambda r: abs(r["fpr"] - fpr))
+    return {
+        "measured_on": f"the float model, held-out queries ({report})",
+        "match": {"threshold": row["threshold"], "fpr": row["fpr"], "tpr": row["tpr"], "eval_set": eval_set},
+        "table": table,
+    }
 
 
 def save_contract(model_path: str | os.PathLike, contract: dict) -> Path:
@@ -107,6 +135,14 @@ def model_card(contract: dict) -> str:
         "",
         "## Output",
         f"- `{output['name']}` {output['dtype']} {output['shape']}, L2-normalised: compare embeddings by dot product",
+    ]
+    if contract.get("thresholds"):
+        match = contract["thresholds"]["match"]
+        lines.append(
+            f"- match when cosine >= {match['threshold']:.4f} (false-positive rate {match['fpr']:g}, true-positive rate "
+            f"{match['tpr']:.2f} on {match['eval_set']}; {contract['thresholds']['measured_on']})"
+        )
+    lines += [
         "",
         "## Source",
     ]

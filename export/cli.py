@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from docemb.contract import BUILTIN_NORMALIZATION, describe_model, sha256, write_contract
+    from docemb.contract import BUILTIN_NORMALIZATION, describe_model, sha256, threshold_table, write_contract
     from docemb.errors import DocembError
     from docemb.export.onnx_export import export_onnx, verify_onnx
     from docemb.imageio import list_images, load_images
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> None:
         model = build_model(config, seed=args.seed).eval()
         source = {"untrained": True, "seed": args.seed, "model_config": asdict(config)}
     name = args.name or ("untrained" if args.untrained else f"peer_{args.peer}" if args.peer else "model")
+    thresholds = threshold_table(source.get("run")) if args.ckpt and not args.untrained else None
 
     rng = np.random.default_rng(0)
     size = model.config.input_size
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> None:
             model.preprocessing,
             describe_model(path),
             {**source, "exporter": "torch.onnx legacy, opset 17", "max_abs_diff_vs_torch": difference},
+            thresholds=thresholds,
         )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - onnx| = {difference:.1e}) and {contract}")
 
@@ -111,5 +113,6 @@ def run(args: argparse.Namespace) -> None:
             model.preprocessing,
             io,
             {**source, "exporter": f"litert-torch, {precision}", "max_abs_diff_vs_torch": difference},
+            thresholds=thresholds,
         )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - tflite| = {difference:.1e}) and {contract}")

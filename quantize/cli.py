@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
             drift = cosine_drift(onnx_embedder(float_path)(validation), onnx_embedder(path)(validation))
             quantization |= {"drift": drift, "drift_validation_images": len(validation)}
             print(f"  dynamic: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images")
-        write_contract(path, preprocessing, describe_onnx(path), source, quantization)
+        write_contract(path, preprocessing, describe_onnx(path), source, quantization, contract.get("thresholds"))
         report["dynamic"] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
             out / f"{stem}_int8_static_layers.json",
             {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None},
         )
-        write_contract(path, preprocessing, describe_onnx(path), source, quantization)
+        write_contract(path, preprocessing, describe_onnx(path), source, quantization, contract.get("thresholds"))
         report["static"] = {
             "file": path.name,
             "size_bytes": path.stat().st_size,
@@ -231,7 +231,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
             print(
                 f"  {kind}: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images (target {met})"
             )
-        write_contract(path, preprocessing, describe_model(path), source, quantization)
+        write_contract(path, preprocessing, describe_model(path), source, quantization, contract.get("thresholds"))
         report[kind] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; {delegated.summary()})")
     write_json(out / f"{float_path.stem}_quantize_report.json", report)

@@ -1,0 +1,148 @@
+"""The Android demo's assets: the model, its contract, and golden files that pin the app's
+preprocessing and matching to Python's.
+
+    python -m docemb.export.android_assets --model models/model_int8_static.tflite \\
+        --images runs/default/synth/eval --out android_demo/app/src/main/assets
+
+Golden files (under `golden/`): a few template images and photo-distorted queries as PNG at
+their own size (so the app's resize is tested too), the exact input tensor Python feeds the
+model for each (little-endian int8 or float32, the contract's layout), the embedding the model
+returns, and for each query the scores against the registered templates and the decision
+(best template, or unknown below the contract's match threshold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from docemb.atomic import atomic_path, write_json
+from docemb.contract import check_contract, contract_path
+from docemb.errors import DocembError
+from docemb.imageio import list_images, read_rgb
+from docemb.litert import interpreter, to_input
+from docemb.photo import distort, photo_distortion
+from docemb.preprocess import Preprocessing
+
+MODEL_ASSET = "model.tflite"
+MAX_SIDE = 400  # golden PNGs stay small in the repository; the app's resize still works on them
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rescaled to length 1: an int8 graph's output is only about unit length (0.994-0.998 measured)."""
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def match(query: np.ndarray, templates: np.ndarray, names: list[str], threshold: float) -> dict:
+    """The decision rule the app repeats: best cosine, unknown below threshold."""
+    scores = unit(templates) @ unit(query)
+    order = np.argsort(-scores, kind="stable")
+    best = int(order[0])
+    return {
+        "scores": [[names[i], float(scores[i])] for i in order],
+        "best": names[best],
+        "decision": names[best] if scores[best] >= threshold else "unknown",
+    }
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def _save_raw(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def write_android_assets(model: Path, images: Path, out: Path, registered: int = 3, unregistered: int = 2, seed: int = 1) -> Path:
+    """Copy the model and contract into `out` and write `out/golden/`; returns golden.json's path."""
+    contract = check_contract(model)
+    if contract["input"]["layout"] != "NHWC":
+        raise DocembError(f"{model}: the app feeds NHWC (Android bitmaps); export with --layout NHWC")
+    threshold = (contract.get("thresholds") or {}).get("match", {}).get("threshold")
+    if threshold is None:
+        raise DocembError(f"{contract_path(model)}: no match threshold; export from a checkpoint whose run has report.json")
+    paths = list_images(images)
+    if len(paths) < registered + unregistered:
+        raise DocembError(f"{images}: need {registered + unregistered} images, found {len(paths)}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, out / MODEL_ASSET)
+    shutil.copyfile(contract_path(model), out / f"{MODEL_ASSET}.contract.json")
+    golden = out / "golden"
+    if golden.exists():
+        shutil.rmtree(golden)
+    golden.mkdir()
+
+    preprocessing = Preprocessing.from_dict(contract["preprocessing"])
+    runner = interpreter(model, threads=1)
+    input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
+
+    def record(name: str, rgb: np.ndarray) -> dict:
+        """PNG, the model input Python builds from it, and the model's embedding."""
+        _save_png(rgb, golden / f"{name}.png")
+        tensor = to_input(preprocessing(rgb)[None], input_detail)
+        runner.set_tensor(input_detail["index"], tensor)
+        runner.invoke()
+        embedding = runner.get_tensor(output_detail["index"])[0].astype(np.float32)
+        _save_raw(tensor[0], golden / f"{name}.input.bin")
+        _save_raw(embedding, golden / f"{name}.embedding.bin")
+        return {"name": name, "image": f"{name}.png", "input": f"{name}.input.bin", "embedding": f"{name}.embedding.bin"}
+
+    pipeline = photo_distortion("medium", seed=seed)
+    # evenly spaced through the folder: generated sets keep near-duplicate families together
+    step = len(paths) // (registered + unregistered)
+    sources = [read_rgb(p, max_side=MAX_SIDE) for p in paths[::step][: registered + unregistered]]
+    templates = [record(f"template_{i}", image) for i, image in enumerate(sources[:registered])]
+    template_embeddings = np.stack([np.fromfile(golden / t["embedding"], dtype="<f4") for t in templates])
+    names = [t["name"] for t in templates]
+    queries = []
+    for i, image in enumerate(sources):
+        query = record(f"query_{i}", distort(image, pipeline))
+        query["of"] = names[i] if i < registered else None  # None: a document that was never registered
+        embedding = np.fromfile(golden / query["embedding"], dtype="<f4")
+        query["expected"] = match(embedding, template_embeddings, names, threshold)
+        queries.append(query)
+    # the first template again at another size, as a clean rescan: a query that should match
+    rescan = np.asarray(Image.fromarray(sources[0]).resize((sources[0].shape[1] * 3 // 4, sources[0].shape[0] * 3 // 4)))
+    query = record(f"query_{len(sources)}", rescan)
+    query["of"] = names[0]
+    query["expected"] = match(np.fromfile(golden / query["embedding"], dtype="<f4"), template_embeddings, names, threshold)
+    queries.append(query)
+
+    index = golden / "golden.json"
+    write_json(
+        index,
+        {
+            "model": MODEL_ASSET,
+            "input": {"dtype": contract["input"]["dtype"], "shape": contract["input"]["shape"]},
+            "threshold": threshold,
+            "templates": templates,
+            "queries": queries,
+        },
+    )
+    return index
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m docemb.export.android_assets", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", type=Path, required=True, help=".tflite with its contract (NHWC), e.g. model_int8_static.tflite"
+    )
+    parser.add_argument("--images", type=Path, required=True, help="folder of document images to draw templates and queries from")
+    parser.add_argument("--out", type=Path, default=Path("android_demo/app/src/main/assets"), help="the app's assets folder")
+    args = parser.parse_args(argv)
+    try:
+        index = write_android_assets(args.model, args.images, args.out)
+    except DocembError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote {args.out / MODEL_ASSET}, its contract and golden files ({index})")
+
+
+if __name__ == "__main__":
+    main()
