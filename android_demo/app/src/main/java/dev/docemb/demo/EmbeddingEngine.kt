@@ -1,0 +1,79 @@
+package dev.docemb.demo
+
+import android.content.Context
+import android.graphics.Bitmap
+import android.os.SystemClock
+import com.google.ai.edge.litert.Accelerator
+import com.google.ai.edge.litert.CompiledModel
+import com.google.ai.edge.litert.LiteRtException
+import dev.docemb.core.Contract
+import dev.docemb.core.Embeddings
+import dev.docemb.core.Preprocessor
+
+/**
+ * The bundled model and its contract: a Bitmap in, a unit-length embedding out. Preprocessing
+ * is the core module's, which the golden files hold to Python's bit for bit.
+ */
+class EmbeddingEngine private constructor(
+    private val model: CompiledModel,
+    val contract: Contract,
+    val accelerator: Accelerator,
+    /** Why the GPU was asked for and not used, or null. */
+    val fallbackReason: String?,
+) : AutoCloseable {
+    private val preprocessor = Preprocessor(contract)
+
+    class Result(val embedding: FloatArray, val preprocessMs: Double, val inferenceMs: Double)
+
+    fun embed(bitmap: Bitmap): Result {
+        val start = SystemClock.elapsedRealtimeNanos()
+        val pixels = IntArray(bitmap.width * bitmap.height)
+        bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
+        val input = preprocessor.fromArgb(pixels, bitmap.width, bitmap.height)
+        val prepared = SystemClock.elapsedRealtimeNanos()
+        val inputs = model.createInputBuffers()
+        val outputs = model.createOutputBuffers()
+        try {
+            if (input.isInt8) inputs[0].writeInt8(input.int8) else inputs[0].writeFloat(input.floats)
+            model.run(inputs, outputs)
+            val raw = if (contract.outputDtype == "int8") {
+                Embeddings.dequantize(outputs[0].readInt8(), contract.outputScale, contract.outputZeroPoint)
+            } else {
+                outputs[0].readFloat()
+            }
+            val done = SystemClock.elapsedRealtimeNanos()
+            // int8 graphs give only about unit length: normalise before comparing, as Python does
+            return Result(Embeddings.l2Normalize(raw), (prepared - start) / 1e6, (done - prepared) / 1e6)
+        } finally {
+            inputs.forEach { it.close() }
+            outputs.forEach { it.close() }
+        }
+    }
+
+    override fun close() = model.close()
+
+    companion object {
+        const val MODEL_ASSET = "model.tflite"
+
+        /** XNNPACK on the CPU by default; with [useGpu], the GPU accelerator, else the CPU with the reason. */
+        fun load(context: Context, useGpu: Boolean, threads: Int = 4): EmbeddingEngine {
+            val contract = Contract.parse(
+                context.assets.open("$MODEL_ASSET.contract.json").bufferedReader().use { it.readText() },
+            )
+            var reason: String? = null
+            if (useGpu) {
+                try {
+                    val gpu = CompiledModel.create(context.assets, MODEL_ASSET, CompiledModel.Options(Accelerator.GPU), null)
+                    return EmbeddingEngine(gpu, contract, Accelerator.GPU, null)
+                } catch (e: LiteRtException) {
+                    reason = "GPU not available (${e.message}); running on the CPU"
+                }
+            }
+            val options = CompiledModel.Options(Accelerator.CPU).apply {
+                cpuOptions = CompiledModel.CpuOptions(numThreads = threads)
+            }
+            val cpu = CompiledModel.create(context.assets, MODEL_ASSET, options, null)
+            return EmbeddingEngine(cpu, contract, Accelerator.CPU, reason)
+        }
+    }
+}
