@@ -21,3 +21,8 @@ val goldenTest by tasks.registering(JavaExec::class) {
 tasks.named("check") {
     dependsOn(goldenTest)
 }
+
+// CoreTests is a plain main() (no test library, so it also runs without Maven): no JUnit tests to discover.
+tasks.named<Test>("test") {
+    enabled = false
+}

@@ -5,14 +5,14 @@ import android.graphics.Bitmap
 import android.os.SystemClock
 import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
-import com.google.ai.edge.litert.LiteRtException
 import dev.docemb.core.Contract
 import dev.docemb.core.Embeddings
 import dev.docemb.core.Preprocessor
 
 /**
  * The bundled model and its contract: a Bitmap in, a unit-length embedding out. Preprocessing
- * is the core module's, which the golden files hold to Python's bit for bit.
+ * is the core module's, which the golden files hold to Python's bit for bit. Not thread-safe:
+ * load, embed and close it on one thread (MainActivity uses a single-thread dispatcher).
  */
 class EmbeddingEngine private constructor(
     private val model: CompiledModel,
@@ -65,7 +65,7 @@ class EmbeddingEngine private constructor(
                 try {
                     val gpu = CompiledModel.create(context.assets, MODEL_ASSET, CompiledModel.Options(Accelerator.GPU), null)
                     return EmbeddingEngine(gpu, contract, Accelerator.GPU, null)
-                } catch (e: LiteRtException) {
+                } catch (e: Exception) { // LiteRtException, or a driver's own error
                     reason = "GPU not available (${e.message}); running on the CPU"
                 }
             }

@@ -11,6 +11,7 @@ import android.widget.ImageView
 import android.widget.Switch
 import android.widget.TextView
 import android.widget.Toast
+import android.util.Size
 import androidx.activity.ComponentActivity
 import androidx.activity.result.PickVisualMediaRequest
 import androidx.activity.result.contract.ActivityResultContracts
@@ -19,14 +20,20 @@ import androidx.camera.core.ImageCapture
 import androidx.camera.core.ImageCaptureException
 import androidx.camera.core.ImageProxy
 import androidx.camera.core.Preview
+import androidx.camera.core.resolutionselector.ResolutionSelector
+import androidx.camera.core.resolutionselector.ResolutionStrategy
 import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.camera.view.PreviewView
 import androidx.core.content.ContextCompat
+import androidx.lifecycle.Lifecycle
 import androidx.lifecycle.lifecycleScope
 import dev.docemb.core.TemplateStore
 import java.io.File
 import java.util.Locale
+import java.util.concurrent.Executors
+import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.asCoroutineDispatcher
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 
@@ -35,6 +42,9 @@ import kotlinx.coroutines.withContext
  * best template and cosine, "unknown" below the contract's threshold, and the time it took.
  */
 class MainActivity : ComponentActivity() {
+    // The engine is loaded, run and closed on this one thread only (LiteRT models are not thread-safe).
+    private val engineExecutor = Executors.newSingleThreadExecutor()
+    private val engineThread = engineExecutor.asCoroutineDispatcher()
     private lateinit var engine: EmbeddingEngine
     private lateinit var repository: TemplateRepository
     private lateinit var templates: TemplateStore
@@ -46,6 +56,7 @@ class MainActivity : ComponentActivity() {
     private lateinit var timing: TextView
     private lateinit var templateList: TextView
     private lateinit var photoView: ImageView
+    private lateinit var controls: List<android.view.View>
 
     private val cameraPermission = registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
         if (granted) startCamera() else toast(getString(R.string.camera_denied))
@@ -53,10 +64,8 @@ class MainActivity : ComponentActivity() {
 
     private val pickPhoto = registerForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
         if (uri != null) {
-            lifecycleScope.launch {
-                runCatching { withContext(Dispatchers.IO) { Bitmaps.fromUri(this@MainActivity, uri) } }
-                    .onSuccess(::showPhoto)
-                    .onFailure { toast("Could not read the picture: ${it.message}") }
+            guarded("Could not read the picture") {
+                showPhoto(withContext(Dispatchers.IO) { Bitmaps.fromUri(this@MainActivity, uri) })
             }
         }
     }
@@ -69,15 +78,18 @@ class MainActivity : ComponentActivity() {
         timing = findViewById(R.id.timing)
         templateList = findViewById(R.id.templates)
         photoView = findViewById(R.id.photo)
+        val gpuSwitch = findViewById<Switch>(R.id.use_gpu)
+        controls = listOf(gpuSwitch, findViewById(R.id.register), findViewById(R.id.match))
 
-        loadEngine(useGpu = false)
+        engine = EmbeddingEngine.load(this, useGpu = false) // CPU: quick to create, so here
+        showModel()
         repository = TemplateRepository(File(filesDir, "templates.bin"), engine.contract.embeddingDim)
         val (store, problem) = repository.load()
         templates = store
         problem?.let(::toast)
         showTemplates()
 
-        findViewById<Switch>(R.id.use_gpu).setOnCheckedChangeListener { _, checked -> loadEngine(checked) }
+        gpuSwitch.setOnCheckedChangeListener { _, checked -> switchAccelerator(checked) }
         findViewById<Button>(R.id.take_photo).setOnClickListener { takePhoto() }
         findViewById<Button>(R.id.pick_photo).setOnClickListener {
             pickPhoto.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly))
@@ -93,13 +105,38 @@ class MainActivity : ComponentActivity() {
     }
 
     override fun onDestroy() {
-        engine.close()
+        val last = engine
+        engineExecutor.execute { last.close() } // after any embedding still running on that thread
+        engineExecutor.shutdown()
         super.onDestroy()
     }
 
-    private fun loadEngine(useGpu: Boolean) {
-        if (::engine.isInitialized) engine.close()
-        engine = EmbeddingEngine.load(this, useGpu)
+    /** Runs `block` on the main thread with the controls disabled; a failure becomes a message, not a crash. */
+    private fun guarded(what: String, block: suspend () -> Unit) {
+        controls.forEach { it.isEnabled = false }
+        lifecycleScope.launch {
+            try {
+                block()
+            } catch (e: CancellationException) {
+                throw e
+            } catch (e: Exception) {
+                toast("$what: ${e.message}")
+            } finally {
+                controls.forEach { it.isEnabled = true }
+            }
+        }
+    }
+
+    private fun switchAccelerator(useGpu: Boolean) = guarded("Could not load the model") {
+        val previous = engine
+        engine = withContext(engineThread) {
+            previous.close()
+            EmbeddingEngine.load(this@MainActivity, useGpu)
+        }
+        showModel()
+    }
+
+    private fun showModel() {
         val contract = engine.contract
         modelInfo.text = String.format(
             Locale.US,
@@ -114,13 +151,31 @@ class MainActivity : ComponentActivity() {
     private fun startCamera() {
         val future = ProcessCameraProvider.getInstance(this)
         future.addListener({
-            val provider = future.get()
-            val preview = Preview.Builder().build().also {
-                it.setSurfaceProvider(findViewById<PreviewView>(R.id.preview).surfaceProvider)
+            if (lifecycle.currentState == Lifecycle.State.DESTROYED) return@addListener
+            try {
+                val provider = future.get()
+                val preview = Preview.Builder().build().also {
+                    it.setSurfaceProvider(findViewById<PreviewView>(R.id.preview).surfaceProvider)
+                }
+                // about 3 MP: plenty for a 128 px model, and small enough to decode and keep in memory
+                val resolution = ResolutionSelector.Builder().setResolutionStrategy(
+                    ResolutionStrategy(Size(2048, 1536), ResolutionStrategy.FALLBACK_RULE_CLOSEST_LOWER_THEN_HIGHER),
+                ).build()
+                imageCapture = ImageCapture.Builder()
+                    .setCaptureMode(ImageCapture.CAPTURE_MODE_MINIMIZE_LATENCY)
+                    .setResolutionSelector(resolution)
+                    .build()
+                val camera = if (provider.hasCamera(CameraSelector.DEFAULT_BACK_CAMERA)) {
+                    CameraSelector.DEFAULT_BACK_CAMERA
+                } else {
+                    CameraSelector.DEFAULT_FRONT_CAMERA
+                }
+                provider.unbindAll()
+                provider.bindToLifecycle(this, camera, preview, imageCapture)
+            } catch (e: Exception) {
+                imageCapture = null
+                toast("Camera unavailable (${e.message}); pick photos from the gallery")
             }
-            imageCapture = ImageCapture.Builder().setCaptureMode(ImageCapture.CAPTURE_MODE_MINIMIZE_LATENCY).build()
-            provider.unbindAll()
-            provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, preview, imageCapture)
         }, ContextCompat.getMainExecutor(this))
     }
 
@@ -128,8 +183,9 @@ class MainActivity : ComponentActivity() {
         val capture = imageCapture ?: return toast(getString(R.string.camera_denied))
         capture.takePicture(ContextCompat.getMainExecutor(this), object : ImageCapture.OnImageCapturedCallback() {
             override fun onCaptureSuccess(image: ImageProxy) {
-                val bitmap = image.use { Bitmaps.rotated(it.toBitmap(), it.imageInfo.rotationDegrees) }
-                showPhoto(bitmap)
+                guarded("Could not read the photo") {
+                    showPhoto(withContext(Dispatchers.Default) { image.use { Bitmaps.rotated(it.toBitmap(), it.imageInfo.rotationDegrees) } })
+                }
             }
 
             override fun onError(exception: ImageCaptureException) {
@@ -159,22 +215,21 @@ class MainActivity : ComponentActivity() {
             .show()
     }
 
-    private fun register(name: String, bitmap: Bitmap) {
-        lifecycleScope.launch {
-            val embedded = withContext(Dispatchers.Default) { engine.embed(bitmap) }
-            templates.put(name, embedded.embedding)
-            withContext(Dispatchers.IO) { repository.save(templates) }
-            showTiming(embedded)
-            result.text = "Registered \"$name\""
-            showTemplates()
-        }
+    private fun register(name: String, bitmap: Bitmap) = guarded("Could not register \"$name\"") {
+        val embedded = withContext(engineThread) { engine.embed(bitmap) }
+        templates.put(name, embedded.embedding)
+        val snapshot = repository.snapshot(templates)
+        withContext(Dispatchers.IO) { repository.save(snapshot) }
+        showTiming(embedded)
+        result.text = "Registered \"$name\""
+        showTemplates()
     }
 
     private fun match() {
         val bitmap = photo ?: return toast(getString(R.string.no_photo))
         if (templates.size() == 0) return toast(getString(R.string.no_templates))
-        lifecycleScope.launch {
-            val embedded = withContext(Dispatchers.Default) { engine.embed(bitmap) }
+        guarded("Could not match") {
+            val embedded = withContext(engineThread) { engine.embed(bitmap) }
             val decision = templates.decide(embedded.embedding, engine.contract.matchThreshold)
             val ranking = templates.topK(embedded.embedding, 3).joinToString("\n") {
                 String.format(Locale.US, "  %s  %.4f", it.name, it.score)

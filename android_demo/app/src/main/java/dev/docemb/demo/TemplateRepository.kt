@@ -1,6 +1,7 @@
 package dev.docemb.demo
 
 import dev.docemb.core.TemplateStore
+import java.io.ByteArrayOutputStream
 import java.io.File
 import java.io.IOException
 
@@ -16,9 +17,12 @@ class TemplateRepository(private val file: File, private val dim: Int) {
         }
     }
 
-    fun save(store: TemplateStore) {
+    /** The store as bytes, taken on the thread that changes it, so saving never sees it half-changed. */
+    fun snapshot(store: TemplateStore): ByteArray = ByteArrayOutputStream().also { store.write(it) }.toByteArray()
+
+    fun save(snapshot: ByteArray) {
         val tmp = File(file.parentFile, "${file.name}.tmp")
-        tmp.outputStream().buffered().use { store.write(it) }
+        tmp.writeBytes(snapshot)
         if (!tmp.renameTo(file)) throw IOException("could not replace $file")
     }
 }
