@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
@@ -25,6 +26,7 @@ from docemb.embedders import onnx_embedder
 from docemb.evaluation import cosine_drift
 from docemb.layer_drift import ArrayReader, preprocess_for_quantization, quiet_onnxruntime
 
+L2_NORMALIZE_SCOPE = "/normalize/"  # the ONNX node names of EmbeddingModel.normalize
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 
 
@@ -47,10 +49,12 @@ def quantize_static_int8(
     nodes_to_exclude: list[str] | None = None,
 ) -> Path:
     """QDQ int8: per-channel symmetric int8 weights, uint8 activations with calibrated ranges;
-    the nodes named in `nodes_to_exclude` stay in float (mixed precision)."""
+    the nodes named in `nodes_to_exclude` stay in float (mixed precision), and so does the final
+    L2 normalisation (see docemb.model.L2Normalize)."""
     with tempfile.TemporaryDirectory() as work, atomic_path(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
+        normalization = [n.name for n in onnx.load(str(prepared)).graph.node if n.name.startswith(L2_NORMALIZE_SCOPE)]
         with quiet_onnxruntime():
             quantize_static(
                 str(prepared),
@@ -61,7 +65,7 @@ def quantize_static_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=METHODS[method],
-                nodes_to_exclude=nodes_to_exclude or [],
+                nodes_to_exclude=[*(nodes_to_exclude or []), *normalization],
                 extra_options={"CalibTensorRangeSymmetric": False},
             )
     return Path(out_path)

@@ -20,7 +20,7 @@ from docemb.atomic import atomic_path
 from docemb.edge_model import Layout, edge_model, sample_input
 from docemb.errors import DocembError
 from docemb.litert import EXTRA_HINT, convert
-from docemb.model import EmbeddingModel
+from docemb.model import EmbeddingModel, L2Normalize
 
 
 @contextlib.contextmanager
@@ -67,7 +67,10 @@ def quantize_tflite(
     module = edge_model(model, int8=not dynamic, layout=layout)
     sample = sample_input(model.config.input_size, layout)
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
+    # the final L2 normalisation stays float (see docemb.model.L2Normalize); torch.export records
+    # module types by qualified name, which is what the quantizer's filter then compares
+    stays_float = f"{L2Normalize.__module__}.{L2Normalize.__qualname__}"
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config).set_module_type(stays_float, None)
     graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
     with torch.no_grad():
         if dynamic:

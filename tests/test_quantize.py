@@ -44,6 +44,22 @@ def test_static_keeps_the_method_with_least_drift(float_model, synth_train, smal
     assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(str(out)).graph.node}
 
 
+def test_static_int8_keeps_the_l2_normalisation_in_float(float_model, synth_train, small_model):
+    """int8 squares lose the embedding's length (0.5 % on the default model), which scales every
+    cosine; the normalisation's nodes stay float so the output is unit length again."""
+    import onnx
+
+    calibration = calibration_inputs([synth_train], small_model.preprocessing, count=4, offset=0)
+    out = float_model.with_name("static.onnx")
+    pick_static_method(float_model, out, calibration, calibration, ("minmax",))
+    graph = onnx.load(str(out)).graph
+    requantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    normalisation = [n for n in graph.node if n.name.startswith("/normalize/")]
+    assert normalisation and not any(set(n.output) & requantized for n in normalisation)
+    norms = np.linalg.norm(onnx_embedder(out)(calibration), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
 def test_histogram_calibration_takes_any_number_of_images(float_model, synth_train, small_model):
     """Entropy and percentile collectors stack per-run outputs; a ragged last batch broke them."""
     images = calibration_inputs([synth_train], small_model.preprocessing, count=4)

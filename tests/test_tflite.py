@@ -131,6 +131,14 @@ def test_default_int8_tflite_is_one_xnnpack_partition_of_int8_ops(default_int8):
     assert drift["cos_mean"] >= 0.96 and drift["cos_min"] >= 0.90, drift
 
 
+def test_int8_embeddings_are_unit_length(default_int8, trained_model, synth_train):
+    """The L2 normalisation stays float (docemb.model.L2Normalize): unit length, so a cosine is a dot product."""
+    path, _ = default_int8
+    inputs = calibration_inputs([synth_train], trained_model.preprocessing, 8, offset=1, seed=3)
+    np.testing.assert_allclose(np.linalg.norm(tflite_embedder(path)(inputs), axis=1), 1.0, atol=1e-5)
+    assert op_counts(path).get("MUL float32", 0) > 0  # the squares
+
+
 def test_float_input_adds_a_quantize_and_changes_nothing_else(default_int8, trained_model, synth_train, tmp_path):
     path, _ = default_int8
     float_input = add_float_input(Path(shutil.copy(path, tmp_path / "m_float_in.tflite")))
