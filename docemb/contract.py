@@ -163,7 +163,7 @@ def model_card(contract: dict) -> str:
                 f"- drift on held-out calibration-folder images: {_drift_line(quantization['drift'], quantization.get('drift_target'))}"
             )
         if "float_nodes" in quantization:
-            stayed = ", ".join(quantization["float_nodes"]) or "nothing (all int8)"
+            stayed = ", ".join(f"{n['name']} ({n['op_type']})" for n in quantization["float_nodes"]) or "nothing (all int8)"
             lines.append(f"- kept in float: {stayed}")
         if "float_ops" in quantization:
             stayed = ", ".join(f"{op} x{n}" for op, n in quantization["float_ops"].items()) or "nothing (all int8)"

@@ -85,3 +85,31 @@ def test_contract_of_a_changed_model_file_is_refused(exported):
 def test_missing_contract_is_a_clear_error(tmp_path):
     with pytest.raises(DocembError, match="contract missing"):
         read_contract(tmp_path / "nothing.onnx")
+
+
+def test_model_card_says_where_the_model_came_from_and_what_stayed_float(small_model, exported):
+    from docemb.contract import card_path
+
+    quantization = {
+        "scheme": "onnxruntime static QDQ int8",
+        "weights": "int8 symmetric per-channel",
+        "activations": "uint8 asymmetric per-tensor",
+        "calibration": {"method": "percentile", "images": 128, "folders": ["data/train", "realdocs/train"]},
+        "drift": {"cos_mean": 0.9957, "cos_min": 0.9745},
+        "drift_target": {"cos_mean": 0.99, "cos_min": 0.97},
+        "float_nodes": [{"name": "/backbone/blocks.1/blocks.1.0/conv_dw/Conv", "op_type": "Conv"}],
+    }
+    thresholds = {
+        "measured_on": "float model",
+        "match": {"threshold": 0.9894, "fpr": 0.01, "tpr": 0.34, "eval_set": "realdocs/eval"},
+    }
+    write_contract(
+        exported, small_model.preprocessing, describe_onnx(exported), {"checkpoint": "ckpt.safetensors"}, quantization, thresholds
+    )
+    card = card_path(exported).read_text()
+    assert card.startswith(f"# {exported.name}")
+    assert "- checkpoint: ckpt.safetensors" in card
+    assert "calibration: percentile, 128 images from data/train, realdocs/train" in card
+    assert "cosine to float mean 0.9957, min 0.9745 (target mean >= 0.99, min >= 0.97: met)" in card
+    assert "kept in float: /backbone/blocks.1/blocks.1.0/conv_dw/Conv (Conv)" in card
+    assert "match when cosine >= 0.9894" in card
