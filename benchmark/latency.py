@@ -53,11 +53,6 @@ class Latency:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def typical_ms(self) -> float:
-        """The figure to compare by: the median where there is one, else the mean."""
-        return self.p50_ms if self.p50_ms is not None else self.mean_ms
-
 
 def runtimes_for(path: str | os.PathLike) -> tuple[str, ...]:
     return TFLITE_RUNTIMES if str(path).endswith(".tflite") else ONNX_RUNTIMES

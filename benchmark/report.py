@@ -142,6 +142,27 @@ def _layers(layers: list[str], shown: int) -> str:
     return ", ".join(layers[:shown]) + more
 
 
+def op_profile_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """benchmark_model's time per node type, for the phone runs made with --op-profile."""
+    header = ["model", "device", "runtime", "threads", "node type", "count", "avg ms", "%"]
+    rows = [
+        [
+            row["name"],
+            lat["device"],
+            lat["runtime"],
+            str(lat["threads"]),
+            t["node_type"],
+            str(t["count"]),
+            _fmt(t["avg_ms"], 3),
+            _fmt(t["percent"], 1),
+        ]
+        for row in report["models"]
+        for lat in row["latency"]
+        for t in ((lat.get("op_profile") or {}).get("by_type") or [])
+    ]
+    return header, rows
+
+
 def layer_drift_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     header = ["model", "layer", "op", "own SQNR dB", "accumulated SQNR dB"]
     rows = [

@@ -93,7 +93,8 @@ def _latencies(
             for count in phone.threads:
                 options = BenchmarkOptions(count, delegate, warmup, runs, phone.op_profile)
                 latency, output = device_latency(phone.device, phone.binary, path, options)
-                results.append({**latency.to_dict(), "op_profile": output.op_types or None})
+                profile = {"by_type": output.op_types, "run_order": output.ops} if options.op_profile else None
+                results.append({**latency.to_dict(), "op_profile": profile})
     return results
 
 

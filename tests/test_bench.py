@@ -170,8 +170,13 @@ def test_device_latency_runs_pushes_and_parses_through_adb(tmp_path):
     )
     assert latency.device == "adb:R5CX123" and latency.runtime == "benchmark_model xnnpack" and latency.threads == 4
     assert latency.mean_ms == pytest.approx(0.412735) and latency.p50_ms == pytest.approx(0.403)
-    assert latency.typical_ms == pytest.approx(0.403)
     assert output.op_types[0]["node_type"] == "TfLiteXNNPackDelegate"
+
+    from docemb.benchmark.report import op_profile_rows
+
+    row = {"name": model.name, "latency": [{**latency.to_dict(), "op_profile": {"by_type": output.op_types}}]}
+    _, rows = op_profile_rows({"models": [row]})
+    assert rows[0][:5] == ["model_int8_static.tflite", "adb:R5CX123", "benchmark_model xnnpack", "4", "TfLiteXNNPackDelegate"]
 
 
 def test_device_latency_on_the_host_runs_the_binary_it_is_given(tmp_path):
