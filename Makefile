@@ -39,7 +39,7 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe bench android-assets android-test test clean
+.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe require-int8 bench android-assets android-test test clean
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -104,8 +104,10 @@ $(PEER_DIR)/peer_%_int8_static.tflite: | $(INSTALLED)
 	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.onnx --calib $(CALIB) --include static --methods percentile --max-float-nodes 0
 	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.tflite --calib $(CALIB) --include static
 
-bench: $(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p)_int8_static.tflite)
-	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first"; exit 2; }
+require-int8:
+	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first ($(MODELS)/model_int8_static.tflite)"; exit 2; }
+
+bench: require-int8 $(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p)_int8_static.tflite)
 	$(DOCEMB) bench $(addprefix $(MODELS)/,$(MAIN_MODELS)) \
 		$(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p).onnx $(PEER_DIR)/peer_$(p)_int8_static.onnx $(PEER_DIR)/peer_$(p).tflite $(PEER_DIR)/peer_$(p)_int8_static.tflite) \
 		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench --threads $(BENCH_THREADS) --runs $(BENCH_RUNS) $(PHONE) $(GATES)
@@ -117,8 +119,7 @@ export-mediapipe: $(MODEL_CKPT) data $(MEDIAPIPE_INSTALLED)
 
 # The Android demo's model and golden files (Python's input tensors, embeddings and decisions).
 ANDROID_ASSETS := android_demo/app/src/main/assets
-android-assets: | $(INSTALLED)
-	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first ($(MODELS)/model_int8_static.tflite)"; exit 2; }
+android-assets: require-int8 | $(INSTALLED)
 	$(BIN)/python -m docemb.export.android_assets --model $(MODELS)/model_int8_static.tflite --images $(DATA)/eval --out $(ANDROID_ASSETS)
 
 # The app's plain-Java core against the golden files, with the JDK alone (no Gradle, no Maven).
