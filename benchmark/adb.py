@@ -34,6 +34,16 @@ class Device(Protocol):
         """Run `command` on the device; returns what it printed (stdout and stderr)."""
 
 
+def _run(command: list[str], timeout_s: float) -> str:
+    """Run `command` here; its output (stdout and stderr), or an error naming the command and its message."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    if result.returncode != 0:
+        raise DocembError(
+            f"{shlex.join(command)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-800:]}"
+        )
+    return result.stdout + result.stderr
+
+
 @dataclass
 class AdbDevice:
     serial: str
@@ -45,16 +55,10 @@ class AdbDevice:
         return f"adb:{self.serial}"
 
     def _adb(self, args: list[str], timeout_s: float = 120) -> str:
-        command = [self.adb, "-s", self.serial, *args]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+            return _run([self.adb, "-s", self.serial, *args], timeout_s)
         except FileNotFoundError:
             raise DocembError(f"{self.adb}: adb not found; install Android platform-tools or pass its path") from None
-        if result.returncode != 0:
-            raise DocembError(
-                f"{shlex.join(command)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-800:]}"
-            )
-        return result.stdout + result.stderr
 
     def push(self, local: Path) -> str:
         remote = f"{self.remote_dir}/{local.name}"
@@ -80,12 +84,7 @@ class LocalDevice:
         return str(target)
 
     def shell(self, command: list[str], timeout_s: float) -> str:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        if result.returncode != 0:
-            raise DocembError(
-                f"{shlex.join(command)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-800:]}"
-            )
-        return result.stdout + result.stderr
+        return _run(command, timeout_s)
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,11 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _optional_section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown section for a table that only some runs have (--layer-drift, --op-profile)."""
+    return [f"## {title}", "", *_markdown_table(header, rows), ""] if rows else []
+
+
 def markdown(report: dict, plots: dict[str, Path]) -> str:
     lines = [
         "# docemb benchmark",
@@ -227,11 +232,8 @@ def markdown(report: dict, plots: dict[str, Path]) -> str:
         "",
         *_markdown_table(*operator_rows(report)),
         "",
-        *(
-            ["## Per-layer int8 drift", "", *_markdown_table(*layer_drift_rows(report)), ""]
-            if layer_drift_rows(report)[1]
-            else []
-        ),
+        *_optional_section("Per-layer int8 drift", *layer_drift_rows(report)),
+        *_optional_section("Phone op profile", *op_profile_rows(report)),
         "Support tables: " + "; ".join(f"{t['delegate']} ({t['source']}, {t['version']})" for t in report["support_tables"]),
         "",
         "## Plots",

@@ -67,7 +67,6 @@ def run(args: argparse.Namespace) -> None:
     from docemb.evaluation import cosine_drift
     from docemb.layer_drift import layer_errors
     from docemb.preprocess import Preprocessing
-    from docemb.quantize.calibration import calibration_inputs
     from docemb.quantize.ort import METHODS, pick_static_method, quantize_dynamic_int8
     from docemb.quantize.sensitivity import DriftTarget, mixed_precision
 
@@ -91,10 +90,7 @@ def run(args: argparse.Namespace) -> None:
         return
     report: dict = {"float_model": str(float_path)}
     target = DriftTarget(*args.drift_target)
-    calibration = validation = None
-    if args.calib:
-        calibration = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=0)
-        validation = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=1, seed=1)
+    calibration, validation = _calibration_sets(args, preprocessing) if args.calib else (None, None)
 
     if "dynamic" in args.include:
         path = quantize_dynamic_int8(float_path, out / f"{stem}_int8_dynamic.onnx")
@@ -186,7 +182,6 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     from docemb.evaluation import cosine_drift
     from docemb.litert import delegation, op_counts, tflite_embedder
     from docemb.model import load_model
-    from docemb.quantize.calibration import calibration_inputs
     from docemb.quantize.sensitivity import DriftTarget
     from docemb.quantize.tflite import quantize_tflite
 
@@ -199,10 +194,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         )
     model = load_model(checkpoint)
     layout = contract["input"]["layout"]
-    calibration = validation = None
-    if "static" in args.include:
-        calibration = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=0)
-        validation = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=1, seed=1)
+    calibration, validation = _calibration_sets(args, preprocessing) if "static" in args.include else (None, None)
     reference = model_embedder(float_path)(validation) if validation is not None else None
     report: dict = {"float_model": str(float_path)}
     for kind in args.include:
@@ -235,6 +227,15 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         report[kind] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; {delegated.summary()})")
     write_json(out / f"{float_path.stem}_quantize_report.json", report)
+
+
+def _calibration_sets(args: argparse.Namespace, preprocessing):
+    """Calibration images and disjoint validation images (for drift) from --calib."""
+    from docemb.quantize.calibration import calibration_inputs
+
+    calibration = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=0)
+    validation = calibration_inputs(args.calib, preprocessing, args.calib_count, offset=1, seed=1)
+    return calibration, validation
 
 
 def _float_ops(counts: dict[str, int]) -> dict[str, int]:

@@ -96,7 +96,9 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     assert worst and worst[0]["own_sqnr_db"] <= worst[-1]["own_sqnr_db"] and worst[0]["node"]
     assert rows["model_int8_static.tflite"]["layer_drift"] is None  # TFLite int8 keeps no float tensor names
     assert report["gates"] == [{"expression": "int8.size_mb < 0.5 * float.size_mb", "passed": True, "failures": []}]
-    assert "model_int8_static.tflite" in (tmp_path / "bench" / "bench.md").read_text()
+    bench_md = (tmp_path / "bench" / "bench.md").read_text()
+    assert "model_int8_static.tflite" in bench_md and "## Per-layer int8 drift" in bench_md
+    assert "## Phone op profile" not in bench_md  # no phone run here
     assert "<table>" in (tmp_path / "bench" / "bench.html").read_text()
     assert (tmp_path / "bench" / "latency_vs_drift.png").stat().st_size > 0
     static_contract = json.loads((models / "model_int8_static.onnx.contract.json").read_text())
