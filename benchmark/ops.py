@@ -88,26 +88,19 @@ def layer_from_tensor_name(name: str) -> str:
 
 
 def tflite_inventory(path: str | os.PathLike) -> list[OpRecord]:
-    from docemb.litert import interpreter
+    from docemb.litert import model_ops
 
-    runner = interpreter(path, threads=1, xnnpack=False)
-    tensors = {t["index"]: t for t in runner.get_tensor_details()}
-    records = []
-    for op in runner._get_ops_details():
-        inputs = [tensors[int(i)] for i in op["inputs"] if int(i) >= 0]
-        output = tensors[int(op["outputs"][0])] if len(op["outputs"]) else None
-        output_dtype = np.dtype(output["dtype"]).name if output else "?"
-        records.append(
-            OpRecord(
-                index=int(op["index"]),
-                op=op["op_name"],
-                input_dtypes=tuple(np.dtype(t["dtype"]).name for t in inputs),
-                output_dtype=output_dtype,
-                quantized=bool(output and output["quantization"][0]),
-                layer=layer_from_tensor_name(output["name"]) if output else "",
-            )
+    return [
+        OpRecord(
+            index=int(op["index"]),
+            op=op["op_name"],
+            input_dtypes=tuple(np.dtype(t["dtype"]).name for t in inputs),
+            output_dtype=np.dtype(output["dtype"]).name if output else "?",
+            quantized=bool(output and output["quantization"][0]),
+            layer=layer_from_tensor_name(output["name"]) if output else "",
         )
-    return records
+        for op, inputs, output in model_ops(path)
+    ]
 
 
 def onnx_inventory(path: str | os.PathLike) -> list[OpRecord]:

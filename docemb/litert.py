@@ -152,14 +152,24 @@ def delegation(path: str | os.PathLike) -> Delegation:
     return Delegation(partitions=len(delegates), not_delegated=left)
 
 
-def op_counts(path: str | os.PathLike) -> dict[str, int]:
-    """Builtin ops of the model as written (before any delegate), '<OP> <output dtype>' -> count."""
+def model_ops(path: str | os.PathLike) -> list[tuple[dict, list[dict], dict | None]]:
+    """Every builtin op of the model as written (before any delegate): the op, its input
+    tensors' details and its first output's (None for an op without outputs)."""
     runner = interpreter(path, threads=1, xnnpack=False)
     tensors = {t["index"]: t for t in runner.get_tensor_details()}
-    counts: Counter = Counter()
-    for op in runner._get_ops_details():
-        dtype = np.dtype(tensors[int(op["outputs"][0])]["dtype"]).name if len(op["outputs"]) else "?"
-        counts[f"{op['op_name']} {dtype}"] += 1
+    return [
+        (
+            op,
+            [tensors[int(i)] for i in op["inputs"] if int(i) >= 0],
+            tensors[int(op["outputs"][0])] if len(op["outputs"]) else None,
+        )
+        for op in runner._get_ops_details()  # the public API lists no nodes
+    ]
+
+
+def op_counts(path: str | os.PathLike) -> dict[str, int]:
+    """Builtin ops of the model as written (before any delegate), '<OP> <output dtype>' -> count."""
+    counts = Counter(f"{op['op_name']} {np.dtype(output['dtype']).name if output else '?'}" for op, _, output in model_ops(path))
     return dict(counts.most_common())
 
 
