@@ -33,7 +33,8 @@ MAX_SIDE = 400  # golden PNGs stay small in the repository; the app's resize sti
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
-    """Rescaled to length 1: an int8 graph's output is only about unit length (0.994-0.998 measured)."""
+    """Rescaled to length 1, as the app does: a model's output need not be exactly unit length
+    (int8 graphs measured 0.994-0.998 before docemb kept the L2 normalisation in float)."""
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
@@ -83,8 +84,8 @@ def write_android_assets(model: Path, images: Path, out: Path, registered: int =
     runner = interpreter(model, threads=1)
     input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
 
-    def record(name: str, rgb: np.ndarray) -> dict:
-        """PNG, the model input Python builds from it, and the model's embedding."""
+    def record(name: str, rgb: np.ndarray) -> tuple[dict, np.ndarray]:
+        """PNG, the model input Python builds from it, and the model's embedding (also returned)."""
         _save_png(rgb, golden / f"{name}.png")
         tensor = to_input(preprocessing(rgb)[None], input_detail)
         runner.set_tensor(input_detail["index"], tensor)
@@ -92,28 +93,28 @@ def write_android_assets(model: Path, images: Path, out: Path, registered: int =
         embedding = runner.get_tensor(output_detail["index"])[0].astype(np.float32)
         _save_raw(tensor[0], golden / f"{name}.input.bin")
         _save_raw(embedding, golden / f"{name}.embedding.bin")
-        return {"name": name, "image": f"{name}.png", "input": f"{name}.input.bin", "embedding": f"{name}.embedding.bin"}
+        entry = {"name": name, "image": f"{name}.png", "input": f"{name}.input.bin", "embedding": f"{name}.embedding.bin"}
+        return entry, embedding
 
     pipeline = photo_distortion("medium", seed=seed)
     # evenly spaced through the folder: generated sets keep near-duplicate families together
     step = len(paths) // (registered + unregistered)
     sources = [read_rgb(p, max_side=MAX_SIDE) for p in paths[::step][: registered + unregistered]]
-    templates = [record(f"template_{i}", image) for i, image in enumerate(sources[:registered])]
-    template_embeddings = np.stack([np.fromfile(golden / t["embedding"], dtype="<f4") for t in templates])
+    recorded = [record(f"template_{i}", image) for i, image in enumerate(sources[:registered])]
+    templates = [entry for entry, _ in recorded]
+    template_embeddings = np.stack([embedding for _, embedding in recorded])
     names = [t["name"] for t in templates]
+    # a distorted photo of every source (those past `registered` were never registered), and the
+    # first template again at another size, as a clean rescan: a query that should match
+    photos = [(distort(image, pipeline), names[i] if i < registered else None) for i, image in enumerate(sources)]
+    rescan = Image.fromarray(sources[0]).resize((sources[0].shape[1] * 3 // 4, sources[0].shape[0] * 3 // 4))
+    photos.append((np.asarray(rescan), names[0]))
     queries = []
-    for i, image in enumerate(sources):
-        query = record(f"query_{i}", distort(image, pipeline))
-        query["of"] = names[i] if i < registered else None  # None: a document that was never registered
-        embedding = np.fromfile(golden / query["embedding"], dtype="<f4")
+    for i, (photo, of) in enumerate(photos):
+        query, embedding = record(f"query_{i}", photo)
+        query["of"] = of
         query["expected"] = match(embedding, template_embeddings, names, threshold)
         queries.append(query)
-    # the first template again at another size, as a clean rescan: a query that should match
-    rescan = np.asarray(Image.fromarray(sources[0]).resize((sources[0].shape[1] * 3 // 4, sources[0].shape[0] * 3 // 4)))
-    query = record(f"query_{len(sources)}", rescan)
-    query["of"] = names[0]
-    query["expected"] = match(np.fromfile(golden / query["embedding"], dtype="<f4"), template_embeddings, names, threshold)
-    queries.append(query)
 
     index = golden / "golden.json"
     write_json(

@@ -42,7 +42,7 @@ class EmbeddingEngine private constructor(
                 outputs[0].readFloat()
             }
             val done = SystemClock.elapsedRealtimeNanos()
-            // int8 graphs give only about unit length: normalise before comparing, as Python does
+            // a model need not give exactly unit length (int8 graphs once did not): normalise, as Python does
             return Result(Embeddings.l2Normalize(raw), (prepared - start) / 1e6, (done - prepared) / 1e6)
         } finally {
             inputs.forEach { it.close() }
