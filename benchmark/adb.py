@@ -238,21 +238,28 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
     )
 
 
-def device_latency(
-    device: Device, binary: Path, model: Path, options: BenchmarkOptions, timeout_s: float = 600
-) -> tuple[Latency, BenchmarkOutput]:
-    """Push `binary` and `model` to `device`, run benchmark_model with `options`, parse its output."""
+def device_latencies(
+    device: Device, binary: Path, model: Path, runs: list[BenchmarkOptions], timeout_s: float = 600
+) -> list[tuple[Latency, BenchmarkOutput]]:
+    """Push `binary` and `model` to `device` once, run benchmark_model with each of `runs`, parse its output."""
     if not binary.is_file():
         raise DocembError(f"{binary}: benchmark_model binary not found (LiteRT's prebuilt android_aarch64_benchmark_model)")
     remote_binary = device.push(binary)
     device.shell(["chmod", "+x", remote_binary], timeout_s=30)
     remote_model = device.push(model)
-    text = device.shell(benchmark_command(remote_binary, remote_model, options), timeout_s)
-    try:
-        output = parse_benchmark_output(text)
-    except DocembError as exc:
-        raise DocembError(f"{model} on {device.name}: {exc}") from None
-    latency = Latency(
+    results = []
+    for options in runs:
+        text = device.shell(benchmark_command(remote_binary, remote_model, options), timeout_s)
+        try:
+            output = parse_benchmark_output(text)
+        except DocembError as exc:
+            raise DocembError(f"{model} on {device.name}: {exc}") from None
+        results.append((_latency(output, options, device.name), output))
+    return results
+
+
+def _latency(output: BenchmarkOutput, options: BenchmarkOptions, device: str) -> Latency:
+    return Latency(
         runtime=f"benchmark_model {options.delegate}",
         threads=options.threads,
         runs=output.runs or options.runs,
@@ -263,6 +270,5 @@ def device_latency(
         std_ms=output.std_ms,
         warmup_mean_ms=output.warmup_mean_ms,
         peak_rss_mb=output.peak_memory_mb,
-        device=device.name,
+        device=device,
     )
-    return latency, output

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from docemb.benchmark.adb import BenchmarkOptions, Device, device_latency
+from docemb.benchmark.adb import BenchmarkOptions, Device, device_latencies
 from docemb.benchmark.latency import measure_in_worker, runtimes_for
 from docemb.benchmark.ops import load_support_tables, operator_report
 from docemb.contract import check_contract
@@ -89,12 +89,14 @@ def _latencies(
         for count in threads
     ]
     if phone and path.suffix == ".tflite":
-        for delegate in phone.delegates:
-            for count in phone.threads:
-                options = BenchmarkOptions(count, delegate, warmup, runs, phone.op_profile)
-                latency, output = device_latency(phone.device, phone.binary, path, options)
-                profile = {"by_type": output.op_types, "run_order": output.ops} if options.op_profile else None
-                results.append({**latency.to_dict(), "op_profile": profile})
+        runs_on_phone = [
+            BenchmarkOptions(count, delegate, warmup, runs, phone.op_profile)
+            for delegate in phone.delegates
+            for count in phone.threads
+        ]
+        for latency, output in device_latencies(phone.device, phone.binary, path, runs_on_phone):
+            profile = {"by_type": output.op_types, "run_order": output.ops} if phone.op_profile else None
+            results.append({**latency.to_dict(), "op_profile": profile})
     return results
 
 

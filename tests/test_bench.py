@@ -16,7 +16,7 @@ from docemb.benchmark.adb import (
     BenchmarkOptions,
     LocalDevice,
     benchmark_command,
-    device_latency,
+    device_latencies,
     parse_benchmark_output,
 )
 from docemb.benchmark.gate import evaluate_gate
@@ -156,15 +156,18 @@ def test_device_latency_runs_pushes_and_parses_through_adb(tmp_path):
     binary.write_bytes(b"\x7fELF")
     model = tmp_path / "model_int8_static.tflite"
     model.write_bytes(b"TFL3")
-    latency, output = device_latency(
-        AdbDevice("R5CX123", adb=str(adb)), binary, model, BenchmarkOptions(threads=4, op_profile=True)
-    )
+    runs = [BenchmarkOptions(threads=4, op_profile=True), BenchmarkOptions(threads=1, delegate="gpu")]
+    (latency, output), (gpu, _) = device_latencies(AdbDevice("R5CX123", adb=str(adb)), binary, model, runs)
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert all(call[:2] == ["-s", "R5CX123"] for call in calls)
-    assert ["push", str(binary), "/data/local/tmp/docemb/benchmark_model"] in [c[2:] for c in calls]
-    assert ["push", str(model), "/data/local/tmp/docemb/model_int8_static.tflite"] in [c[2:] for c in calls]
-    run = calls[-1][2:]
+    pushes = [c[2:] for c in calls if c[2] == "push"]  # once each, whatever the number of runs
+    assert pushes == [
+        ["push", str(binary), "/data/local/tmp/docemb/benchmark_model"],
+        ["push", str(model), "/data/local/tmp/docemb/model_int8_static.tflite"],
+    ]
+    assert gpu.runtime == "benchmark_model gpu" and "--use_gpu=true" in calls[-1][3]
+    run = calls[-2][2:]
     assert (
         run[0] == "shell" and "--graph=/data/local/tmp/docemb/model_int8_static.tflite" in run[1] and "--num_threads=4" in run[1]
     )
@@ -188,7 +191,7 @@ def test_device_latency_on_the_host_runs_the_binary_it_is_given(tmp_path):
     )
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3")
-    latency, _ = device_latency(LocalDevice(tmp_path / "device"), fake, model, BenchmarkOptions(delegate="nnapi"))
+    [(latency, _)] = device_latencies(LocalDevice(tmp_path / "device"), fake, model, [BenchmarkOptions(delegate="nnapi")])
     assert latency.device == "host" and latency.mean_ms == pytest.approx(1007.2) and latency.p50_ms is None
 
 
