@@ -165,6 +165,8 @@ def model_card(contract: dict) -> str:
         if "float_nodes" in quantization:
             stayed = ", ".join(f"{n['name']} ({n['op_type']})" for n in quantization["float_nodes"]) or "nothing (all int8)"
             lines.append(f"- kept in float: {stayed}")
+        if quantization.get("float_front"):
+            lines.append(f"- float front (stem and first blocks, input float32): {', '.join(quantization['float_front'])}")
         if "float_ops" in quantization:
             stayed = ", ".join(f"{op} x{n}" for op, n in quantization["float_ops"].items()) or "nothing (all int8)"
             lines.append(f"- ops computing in float32: {stayed}")

@@ -36,10 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--calib-count", type=int, default=128, help="calibration images (default: 128)")
     parser.add_argument(
+        "--float-front",
+        type=int,
+        metavar="STRIDE",
+        help="static TFLite: keep the stem and the blocks up to this output stride in float, which XNNPACK runs faster "
+        "than int8 there and which adds the most int8 error (default: 8, docemb.edge_model; 0 = full integer, for NPUs that need it)",
+    )
+    parser.add_argument(
         "--input-type",
         choices=("int8", "float32"),
-        default="int8",
-        help="full-integer TFLite input: int8 (the app quantizes, as the contract says) or float32 (a QUANTIZE op inside; default: int8)",
+        help="static TFLite input: float32 with a float front; for full integer (--float-front 0) int8 (the app "
+        "quantizes, as the contract says; the default) or float32 (a QUANTIZE op inside)",
     )
     parser.add_argument(
         "--drift-target",
@@ -177,6 +184,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     """int8 .tflite files from the checkpoint the float file's contract names (docemb.quantize.tflite)."""
     from docemb.atomic import write_json
     from docemb.contract import builtin_normalization, describe_model, write_contract
+    from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE, front_modules
     from docemb.embedders import model_embedder
     from docemb.errors import DocembError
     from docemb.evaluation import cosine_drift
@@ -192,6 +200,9 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         raise DocembError(
             f"{float_path}: int8 TFLite is made from the PyTorch checkpoint its contract names ({checkpoint}), which is not there"
         )
+    front_stride = DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
+    if front_stride and args.input_type == "int8":
+        raise DocembError(f"{float_path}: an int8 input needs a full-integer model: add --float-front 0")
     model = load_model(checkpoint)
     layout = contract["input"]["layout"]
     calibration, validation = _calibration_sets(args, preprocessing) if "static" in args.include else (None, None)
@@ -199,13 +210,15 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     report: dict = {"float_model": str(float_path)}
     for kind in args.include:
         path = out / f"{float_path.stem}_int8_{kind}.tflite"
-        float_input = kind == "static" and args.input_type == "float32"
-        quantize_tflite(model, path, calibration if kind == "static" else None, layout, float_input)
+        float_input = kind == "static" and args.input_type == "float32" and not front_stride
+        float_front = front_stride if kind == "static" else 0
+        quantize_tflite(model, path, calibration if kind == "static" else None, layout, float_input, float_front)
         delegated = delegation(path)
         quantization = {
             "scheme": f"litert-torch PT2E {kind} int8",
             "weights": "int8 symmetric per-channel",
             "activations": "int8 per-tensor" if kind == "static" else "quantized at run time",
+            "float_front": front_modules(model.backbone, float_front, model.config.input_size),
             "xnnpack_partitions": delegated.partitions,
             "not_delegated": delegated.ops_left_out,
             "float_ops": _float_ops(op_counts(path)),

@@ -2,7 +2,9 @@
 
 TFLite int8 starts from the PyTorch checkpoint, not from the float .tflite: the quantizer
 annotates the torch graph, observers see calibration images there, and litert-torch writes the
-int8 graph. The graph is docemb.edge_model's (HardSwish decomposed so XNNPACK takes every op).
+int8 graph. The graph is docemb.edge_model's: HardSwish decomposed so XNNPACK takes every op, and
+by default a float front (stem and first blocks), which XNNPACK runs faster in float than in int8
+on the default model and which carries the most int8 error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from docemb.atomic import atomic_path
-from docemb.edge_model import Layout, edge_model, sample_input
+from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE, FloatFront, Layout, edge_model, sample_input
 from docemb.errors import DocembError
 from docemb.litert import EXTRA_HINT, convert
 from docemb.model import EmbeddingModel, L2Normalize
@@ -46,14 +48,17 @@ def quantize_tflite(
     calibration: np.ndarray | None,
     layout: Layout = "NHWC",
     float_input: bool = False,
+    float_front_stride: int = DEFAULT_FLOAT_FRONT_STRIDE,
 ) -> Path:
     """Write int8 `model` to `path`.
 
-    With `calibration` (NCHW normalised inputs): full-integer static, weights int8 symmetric
-    per-channel, activations int8 per-tensor from histogram observers, int8 input, the
-    L2-normalised output float32; `float_input` puts a QUANTIZE in front so the input is float32
-    (see add_float_input). With `calibration=None`: dynamic-range, int8 weights of convs
-    and linears, activations quantized at run time, float I/O.
+    With `calibration` (NCHW normalised inputs): static, weights int8 symmetric per-channel,
+    activations int8 per-tensor from histogram observers, the L2-normalised output float32.
+    `float_front_stride` > 0 keeps the backbone's front up to that output stride in float
+    (docemb.edge_model), so the input is float32; with 0 the model is full integer with an int8
+    input, and `float_input` puts a QUANTIZE in front so the input is float32 (see
+    add_float_input). With `calibration=None`: dynamic-range, int8 weights of convs and
+    linears, activations quantized at run time, float I/O.
     """
     try:
         with quiet_imports():
@@ -64,13 +69,16 @@ def quantize_tflite(
         raise DocembError(f"{path}: int8 TFLite needs litert-torch; {EXTRA_HINT}") from None
 
     dynamic = calibration is None
-    module = edge_model(model, int8=not dynamic, layout=layout)
+    if float_input and float_front_stride and not dynamic:
+        raise DocembError(f"{path}: with a float front the input is float32 already; float_input is for full integer")
+    module = edge_model(model, int8=not dynamic, float_front_stride=0 if dynamic else float_front_stride, layout=layout)
     sample = sample_input(model.config.input_size, layout)
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    # the final L2 normalisation stays float (see docemb.model.L2Normalize); torch.export records
-    # module types by qualified name, which is what the quantizer's filter then compares
-    stays_float = f"{L2Normalize.__module__}.{L2Normalize.__qualname__}"
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config).set_module_type(stays_float, None)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
+    # the float front and the final L2 normalisation (see docemb.model.L2Normalize) stay float;
+    # torch.export records module types by qualified name, which the quantizer's filter compares
+    for stays_float in (FloatFront, L2Normalize):
+        quantizer.set_module_type(f"{stays_float.__module__}.{stays_float.__qualname__}", None)
     graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
     with torch.no_grad():
         if dynamic:
