@@ -84,7 +84,7 @@ export-int8: $(MODEL_CKPT) data
 	$(DOCEMB) quantize --model $(MODELS)/model.tflite --calib $(CALIB)
 	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx \
 		$(MODELS)/model.tflite $(MODELS)/model_fp16.tflite $(MODELS)/model_int8_dynamic.tflite $(MODELS)/model_int8_static.tflite \
-		$(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
+		$(MODELS)/model_int8_full.tflite $(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
 
 # Other small backbones with docemb's head, exported and quantized the same way, for comparison.
 PEERS ?= mobilenetv3_small_050 mobilenetv3_small_075 mobilenetv3_small_100 efficientnet_lite0
@@ -97,7 +97,7 @@ ADB ?=
 BENCHMARK_MODEL ?=
 PHONE := $(if $(BENCHMARK_MODEL),--benchmark-model $(BENCHMARK_MODEL)) $(if $(ADB),--adb $(ADB))
 MAIN_MODELS := model.onnx model_int8_dynamic.onnx model_int8_static.onnx model.tflite model_fp16.tflite \
-	model_int8_dynamic.tflite model_int8_static.tflite untrained.onnx
+	model_int8_dynamic.tflite model_int8_static.tflite model_int8_full.tflite untrained.onnx
 
 $(PEER_DIR)/peer_%_int8_static.tflite: | $(INSTALLED)
 	$(DOCEMB) export --peer $* --out $(PEER_DIR) --include onnx tflite

@@ -1,4 +1,4 @@
-"""`docemb quantize --model model.onnx|model.tflite --calib DIR [--include dynamic static]`."""
+"""`docemb quantize --model model.onnx|model.tflite --calib DIR [--include dynamic static full]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from docemb.layer_drift import LayerError
     from docemb.quantize.sensitivity import MixedPrecision
 
-KINDS = ("dynamic", "static")
+ONNX_KINDS = ("dynamic", "static")
+# TFLite's static keeps a float front (docemb.edge_model); full is int8 from input to head
+TFLITE_KINDS = ("dynamic", "static", "full")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="output folder (default: the model's folder)")
     parser.add_argument(
-        "--include", nargs="+", default=list(KINDS), choices=KINDS, help="which int8 models to write (default: both)"
+        "--include",
+        nargs="+",
+        choices=TFLITE_KINDS,
+        help="which int8 models to write: dynamic, static and, for TFLite, full (full integer, for NPUs and "
+        "integer-only delegates); default: all of the model's format",
     )
     parser.add_argument(
         "--methods",
@@ -39,14 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--float-front",
         type=int,
         metavar="STRIDE",
-        help="static TFLite: keep the stem and the blocks up to this output stride in float, which XNNPACK runs faster "
-        "than int8 there and which adds the most int8 error (default: 8, docemb.edge_model; 0 = full integer, for NPUs that need it)",
+        help="static TFLite: keep the stem and the blocks up to this output stride in float (input float32), which "
+        "XNNPACK runs faster than int8 there and which adds the most int8 error (default: 8, docemb.edge_model)",
     )
     parser.add_argument(
         "--input-type",
         choices=("int8", "float32"),
-        help="static TFLite input: float32 with a float front; for full integer (--float-front 0) int8 (the app "
-        "quantizes, as the contract says; the default) or float32 (a QUANTIZE op inside)",
+        default="int8",
+        help="full-integer TFLite input: int8 (the app quantizes, as the contract says) or float32 (a QUANTIZE op inside; default: int8)",
     )
     parser.add_argument(
         "--drift-target",
@@ -90,7 +96,13 @@ def run(args: argparse.Namespace) -> None:
         "checkpoint": contract["source"].get("checkpoint"),
         **({"peer": contract["source"]["peer"]} if contract["source"].get("peer") else {}),
     }
-    if "static" in args.include and not args.calib:
+    if float_path.suffix == ".tflite":
+        args.include = args.include or list(TFLITE_KINDS)
+    else:
+        args.include = args.include or list(ONNX_KINDS)
+        if "full" in args.include:
+            raise DocembError(f"{float_path}: full is a TFLite kind; ONNX static is all int8 with --max-float-nodes 0")
+    if {"static", "full"} & set(args.include) and not args.calib:
         raise DocembError("static quantization needs --calib FOLDER (images like the ones the model will see)")
     if float_path.suffix == ".tflite":
         _run_tflite(args, float_path, contract, preprocessing, out, source)
@@ -200,24 +212,22 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         raise DocembError(
             f"{float_path}: int8 TFLite is made from the PyTorch checkpoint its contract names ({checkpoint}), which is not there"
         )
-    front_stride = DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
-    if front_stride and args.input_type == "int8":
-        raise DocembError(f"{float_path}: an int8 input needs a full-integer model: add --float-front 0")
     model = load_model(checkpoint)
     layout = contract["input"]["layout"]
-    calibration, validation = _calibration_sets(args, preprocessing) if "static" in args.include else (None, None)
+    static = {"static", "full"} & set(args.include)
+    calibration, validation = _calibration_sets(args, preprocessing) if static else (None, None)
     reference = model_embedder(float_path)(validation) if validation is not None else None
     report: dict = {"float_model": str(float_path)}
     for kind in args.include:
         path = out / f"{float_path.stem}_int8_{kind}.tflite"
-        float_input = kind == "static" and args.input_type == "float32" and not front_stride
-        float_front = front_stride if kind == "static" else 0
-        quantize_tflite(model, path, calibration if kind == "static" else None, layout, float_input, float_front)
+        float_input = kind == "full" and args.input_type == "float32"
+        float_front = (DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front) if kind == "static" else 0
+        quantize_tflite(model, path, None if kind == "dynamic" else calibration, layout, float_input, float_front)
         delegated = delegation(path)
         quantization = {
-            "scheme": f"litert-torch PT2E {kind} int8",
+            "scheme": f"litert-torch PT2E {'full-integer static' if kind == 'full' else kind} int8",
             "weights": "int8 symmetric per-channel",
-            "activations": "int8 per-tensor" if kind == "static" else "quantized at run time",
+            "activations": "quantized at run time" if kind == "dynamic" else "int8 per-tensor",
             "float_front": front_modules(model.backbone, float_front, model.config.input_size),
             "xnnpack_partitions": delegated.partitions,
             "not_delegated": delegated.ops_left_out,
@@ -227,11 +237,12 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
             drift = cosine_drift(reference, tflite_embedder(path)(validation))
             quantization["drift"] = drift
             quantization["drift_target"] = {"cos_mean": args.drift_target[0], "cos_min": args.drift_target[1]}
-            quantization["calibration"] = {
-                "method": "histogram",
-                "images": len(calibration),
-                "folders": [str(f) for f in args.calib],
-            }
+            if kind != "dynamic":
+                quantization["calibration"] = {
+                    "method": "histogram",
+                    "images": len(calibration),
+                    "folders": [str(f) for f in args.calib],
+                }
             met = "met" if DriftTarget(*args.drift_target).met(drift) else "NOT met"
             print(
                 f"  {kind}: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images (target {met})"

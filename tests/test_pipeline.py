@@ -53,7 +53,14 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
         ]
     )
     main(["quantize", "--model", str(models / "model.tflite"), "--calib", str(synth_train), "--calib-count", "3"])
-    files = ("model.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx", "model.tflite", "model_int8_static.tflite")
+    files = (
+        "model.onnx",
+        "model_int8_dynamic.onnx",
+        "model_int8_static.onnx",
+        "model.tflite",
+        "model_int8_static.tflite",
+        "model_int8_full.tflite",
+    )
     main(
         [
             "bench",
@@ -86,8 +93,9 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
         assert rows[float_model]["eval"][eval_name]["top1_agreement"] == 1.0
     assert "cos_mean" not in rows["untrained.onnx"]["eval"][eval_name]  # no drift against other weights
     assert rows["model_int8_static.onnx"]["size_mb"] < rows["model.onnx"]["size_mb"]
-    assert rows["model_int8_static.tflite"]["operators"]["xnnpack_on_host"]["partitions"] == 1
-    assert rows["model_int8_static.tflite"]["operators"]["delegates"]["XNNPACK"]["unsupported"] == []
+    for int8_tflite in ("model_int8_static.tflite", "model_int8_full.tflite"):
+        assert rows[int8_tflite]["operators"]["xnnpack_on_host"]["partitions"] == 1
+        assert rows[int8_tflite]["operators"]["delegates"]["XNNPACK"]["unsupported"] == []
     assert "LayerNormalization" in rows["model.onnx"]["operators"]["execution_providers"]["NNAPI"]["unsupported_ops"]
     runtimes = {(lat["runtime"], lat["threads"]) for lat in rows["model.tflite"]["latency"]}
     assert runtimes == {("litert+xnnpack", 1), ("litert+xnnpack", 2), ("litert", 1), ("litert", 2)}
@@ -110,6 +118,8 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     drift = json.loads((models / "model_int8_static.tflite.contract.json").read_text())["quantization"]["drift"]
     assert f"cosine to float mean {drift['cos_mean']:.4f}" in static_card
     assert "calibration: histogram, 3 images" in static_card and "XNNPACK: 1 partition(s)" in static_card
+    assert "float front (stem and first blocks, input float32): conv_stem, bn1, act1, blocks.0" in static_card
+    assert "float front" not in (models / "model_int8_full.tflite.card.md").read_text()
 
     # a release bar the int8 model misses exits 1
     with pytest.raises(SystemExit) as exit_info:
