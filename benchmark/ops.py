@@ -4,7 +4,8 @@ whether each phone runtime would take it.
 TFLite: XNNPACK, the GPU delegate and NNAPI, from support tables kept as data files beside
 this module (`support/*.json`, each naming its source and version), next to what XNNPACK did
 on this host (docemb.litert.delegation). ONNX: onnxruntime's own mobile usability checker for
-the NNAPI and CoreML execution providers, with the batch dimension fixed to 1 as on a phone.
+the NNAPI and CoreML execution providers, with the batch dimension fixed to 1 as on a phone,
+and the graph onnxruntime's CPU provider runs on this host after its fusions.
 """
 
 from __future__ import annotations
@@ -195,6 +196,34 @@ def onnx_ep_coverage(path: str | os.PathLike) -> dict[str, dict]:
     return coverage
 
 
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def onnx_cpu_graph(path: str | os.PathLike) -> dict:
+    """The graph onnxruntime's CPU provider runs after its fusions (extended level, as sessions
+    default to more): op counts, and the ops left computing in float between a DequantizeLinear
+    and the next QuantizeLinear. For QDQ models these are the int8 path's extra passes over the
+    activations, which is why int8 can run slower than a float graph whose activations are
+    fused into the convolutions."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    dequantized = [
+        node.op_type
+        for node in graph.node
+        if node.op_type not in QDQ_OPS and any(producers.get(name) == "DequantizeLinear" for name in node.input)
+    ]
+    return {"ops": dict(Counter(node.op_type for node in graph.node).most_common()), "float_between_qdq": dict(Counter(dequantized))}
+
+
 def operator_report(path: str | os.PathLike, tables: list[SupportTable] | None = None) -> dict:
     """Everything bench says about a model's operators, as plain data."""
     records = inventory(path)
@@ -207,4 +236,5 @@ def operator_report(path: str | os.PathLike, tables: list[SupportTable] | None =
         report["xnnpack_on_host"] = {"partitions": observed.partitions, "not_delegated": observed.ops_left_out}
     else:
         report["execution_providers"] = onnx_ep_coverage(path)
+        report["cpu_graph_on_host"] = onnx_cpu_graph(path)
     return report

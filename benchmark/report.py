@@ -36,6 +36,18 @@ def unsupported_summary(row: dict) -> str:
     return "; ".join(parts) or "none"
 
 
+def host_graph_summary(row: dict) -> str:
+    """How this host ran the graph, short: XNNPACK partitions for TFLite; for ONNX, the ops
+    onnxruntime's CPU provider leaves in float between DequantizeLinear and QuantizeLinear."""
+    operators = row.get("operators") or {}
+    xnnpack = operators.get("xnnpack_on_host")
+    if xnnpack:
+        out = f", {len(xnnpack['not_delegated'])} ops out" if xnnpack["not_delegated"] else ""
+        return f"XNNPACK {xnnpack['partitions']} part.{out}"
+    islands = sum((operators.get("cpu_graph_on_host") or {}).get("float_between_qdq", {}).values())
+    return f"ORT {islands} float ops in int8" if islands else "-"
+
+
 def _render(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
@@ -51,16 +63,10 @@ def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list
     this host, and what phone runtimes leave out (clipped to `clip` characters for terminals)."""
     sets = list(report["eval_sets"])
     header = ["model", "format", "runtime", "size MB", "cos mean", "cos min", "top1 agree"]
-    header += [f"{name} R@1" for name in sets] + ["p50 ms", "XNNPACK here", "unsupported ops on phone runtimes"]
+    header += [f"{name} R@1" for name in sets] + ["p50 ms", "host graph", "unsupported ops on phone runtimes"]
     rows = []
     for row in report["models"]:
         metrics = row_metrics(row)
-        host = (row.get("operators") or {}).get("xnnpack_on_host")
-        partitions = "-"
-        if host:
-            partitions = f"{host['partitions']} part."
-            if host["not_delegated"]:
-                partitions += f", {len(host['not_delegated'])} ops out"
         rows.append(
             [
                 row["name"],
@@ -72,7 +78,7 @@ def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list
                 _fmt(metrics["top1"]),
                 *(_fmt(row["eval"][name]["recall@1"]) for name in sets),
                 _fmt(metrics["p50_ms"], 2),
-                partitions,
+                host_graph_summary(row),
                 _clip(unsupported_summary(row), clip),
             ]
         )

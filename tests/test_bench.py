@@ -21,7 +21,14 @@ from docemb.benchmark.adb import (
 )
 from docemb.benchmark.gate import evaluate_gate
 from docemb.benchmark.latency import measure_in_worker
-from docemb.benchmark.ops import OpRecord, delegate_support, layer_from_tensor_name, load_support_tables, onnx_ep_coverage
+from docemb.benchmark.ops import (
+    OpRecord,
+    delegate_support,
+    layer_from_tensor_name,
+    load_support_tables,
+    onnx_cpu_graph,
+    onnx_ep_coverage,
+)
 from docemb.errors import DocembError
 from docemb.export.onnx_export import export_onnx
 
@@ -71,6 +78,20 @@ def test_onnx_coverage_flags_what_nnapi_does_not_take(small_model, tmp_path):
     assert all(layer.startswith("/head/") for layer in nnapi["unsupported_layers"]["LayerNormalization"])
     assert nnapi["nodes_supported"] < nnapi["nodes_total"]
     assert set(coverage) == {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram"}
+
+
+def test_onnx_cpu_graph_shows_the_float_ops_int8_leaves_between_qdq(small_model, tmp_path):
+    """onnxruntime fuses HardSwish into float convolutions but not into QLinearConv: in the QDQ
+    graph it runs (as HardSigmoid and a multiply) on dequantized activations."""
+    from docemb.quantize.ort import quantize_static_int8
+
+    float_path = export_onnx(small_model, tmp_path / "m.onnx")
+    calibration = np.random.default_rng(0).normal(0, 1, (4, 3, 64, 64)).astype(np.float32)
+    int8_path = quantize_static_int8(float_path, tmp_path / "m_int8.onnx", calibration, "minmax")
+    float_graph, int8_graph = onnx_cpu_graph(float_path), onnx_cpu_graph(int8_path)
+    assert float_graph["float_between_qdq"] == {} and "HardSwish" not in float_graph["ops"]
+    assert int8_graph["ops"].get("QLinearConv", 0) > 0
+    assert int8_graph["float_between_qdq"].get("HardSigmoid", 0) > 0
 
 
 def test_tflite_inventory_flags_the_unsupported_op_of_a_real_model(small_model, tmp_path):
