@@ -221,7 +221,10 @@ def onnx_cpu_graph(path: str | os.PathLike) -> dict:
         for node in graph.node
         if node.op_type not in QDQ_OPS and any(producers.get(name) == "DequantizeLinear" for name in node.input)
     ]
-    return {"ops": dict(Counter(node.op_type for node in graph.node).most_common()), "float_between_qdq": dict(Counter(dequantized))}
+    return {
+        "ops": dict(Counter(node.op_type for node in graph.node).most_common()),
+        "float_between_qdq": dict(Counter(dequantized)),
+    }
 
 
 def operator_report(path: str | os.PathLike, tables: list[SupportTable] | None = None) -> dict:

@@ -162,12 +162,25 @@ def cosine_drift(reference: np.ndarray, candidate: np.ndarray) -> dict[str, floa
     }
 
 
-def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1) -> float:
-    """Share of queries whose top-k templates (as a set) are the same under both models."""
+# A query whose best template beats the second by at least this cosine under the reference
+# model is a clear match; int8 noise flips near-ties first, so agreement on clear matches tells
+# a quantization that loses rankings from a model whose neighbours sit too close together.
+CLEAR_MARGIN = 0.01
+
+
+def reference_margins(embeddings: Embeddings) -> np.ndarray:
+    """Per query: cosine to its best template minus cosine to its second best."""
+    scores = np.sort(embeddings.queries @ embeddings.templates.T, axis=1)
+    return scores[:, -1] - scores[:, -2] if scores.shape[1] > 1 else np.full(len(scores), np.inf)
+
+
+def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1, where: np.ndarray | None = None) -> float:
+    """Share of queries (those selected by the boolean mask `where`, or all) whose top-k
+    templates (as a set) are the same under both models."""
     ref_top = top_k_indices(reference.queries, reference.templates, k)
     cand_top = top_k_indices(candidate.queries, candidate.templates, k)
-    same = [set(a) == set(b) for a, b in zip(ref_top.tolist(), cand_top.tolist())]
-    return float(np.mean(same))
+    same = np.array([set(a) == set(b) for a, b in zip(ref_top.tolist(), cand_top.tolist())])
+    return float(same[where].mean() if where is not None else same.mean())
 
 
 def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, float]:
@@ -178,4 +191,7 @@ def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, flo
     )
     metrics["top1_agreement"] = neighbour_agreement(reference, candidate, k=1)
     metrics["top5_agreement"] = neighbour_agreement(reference, candidate, k=5)
+    clear = reference_margins(reference) >= CLEAR_MARGIN
+    metrics["clear_share"] = float(clear.mean())
+    metrics["top1_agreement_clear"] = neighbour_agreement(reference, candidate, k=1, where=clear) if clear.any() else None
     return metrics

@@ -36,6 +36,19 @@ def test_identical_models_have_no_drift(embeddings):
     assert metrics["top1_agreement"] == 1.0
 
 
+def test_clear_match_agreement_ignores_flipped_near_ties():
+    """Queries 0-1 sit exactly between two templates (a near-tie), the others clearly at one:
+    a candidate that flips only the near-ties loses top-1 agreement but keeps it on clear matches."""
+    templates = np.eye(4, 8)
+    tie = unit(np.array([[1.0, 1.0005, 0, 0, 0, 0, 0, 0], [1.0005, 1.0, 0, 0, 0, 0, 0, 0]]))
+    clear = unit(templates[2:] + 0.2 * np.eye(2, 8, k=4))
+    reference = Embeddings(templates, np.concatenate([tie, clear]))
+    candidate = Embeddings(templates, np.concatenate([tie[::-1], clear]))
+    metrics = drift_metrics(reference, candidate)
+    assert metrics["top1_agreement"] == 0.5
+    assert metrics["clear_share"] == 0.5 and metrics["top1_agreement_clear"] == 1.0
+
+
 def test_drift_refuses_mismatched_shapes():
     with pytest.raises(ValueError):
         cosine_drift(np.ones((3, 4)), np.ones((4, 4)))
