@@ -32,7 +32,8 @@ def int8_model(synth_train, tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="lcnet_050", input_size=64, embedding_dim=32, squeeze_channels=16), seed=0).eval()
     calibration = calibration_inputs([synth_train], model.preprocessing, 8, offset=0)
-    path = quantize_tflite(model, tmp_path_factory.mktemp("int8") / "m_int8.tflite", calibration)
+    # full integer: the int8 input path (the committed assets cover the float32 input of the default)
+    path = quantize_tflite(model, tmp_path_factory.mktemp("int8") / "m_int8.tflite", calibration, float_front_stride=0)
     write_contract(path, model.preprocessing, describe_model(path), {"test": True}, thresholds=THRESHOLDS)
     return path
 
