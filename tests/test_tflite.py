@@ -16,6 +16,7 @@ from test_train import tiny_config  # noqa: E402
 from docemb.contract import check_contract, describe_model, write_contract  # noqa: E402
 from docemb.edge_model import DecomposedHardSwish, FloatFront, decompose_hardswish, edge_model, front_modules  # noqa: E402
 from docemb.embedders import model_embedder, torch_embedder  # noqa: E402
+from docemb.errors import DocembError  # noqa: E402
 from docemb.evaluation import cosine_drift  # noqa: E402
 from docemb.export.tflite_export import export_tflite, verify_tflite  # noqa: E402
 from docemb.litert import convert, delegation, describe_tflite, op_counts, tflite_embedder  # noqa: E402
@@ -193,6 +194,13 @@ def test_float_input_adds_a_quantize_and_changes_nothing_else(full_integer_int8,
     assert delegation(float_input).partitions == 1
     inputs = calibration_inputs([synth_train], trained_model.preprocessing, 8, offset=1, seed=2)
     np.testing.assert_array_equal(tflite_embedder(float_input)(inputs), tflite_embedder(path)(inputs))
+
+
+def test_float_input_option_is_refused_with_a_float_front(small_model, tmp_path):
+    calibration = np.zeros((1, 3, 64, 64), dtype=np.float32)
+    with pytest.raises(DocembError, match="float front"):
+        quantize_tflite(small_model, tmp_path / "m.tflite", calibration, float_input=True)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_dynamic_int8_tflite_is_close(trained_model, synth_train, tmp_path):
