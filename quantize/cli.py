@@ -214,14 +214,14 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         )
     model = load_model(checkpoint)
     layout = contract["input"]["layout"]
-    static = {"static", "full"} & set(args.include)
-    calibration, validation = _calibration_sets(args, preprocessing) if static else (None, None)
+    calibration, validation = _calibration_sets(args, preprocessing) if {"static", "full"} & set(args.include) else (None, None)
+    front_stride = DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
     reference = model_embedder(float_path)(validation) if validation is not None else None
     report: dict = {"float_model": str(float_path)}
     for kind in args.include:
         path = out / f"{float_path.stem}_int8_{kind}.tflite"
         float_input = kind == "full" and args.input_type == "float32"
-        float_front = (DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front) if kind == "static" else 0
+        float_front = front_stride if kind == "static" else 0
         quantize_tflite(model, path, None if kind == "dynamic" else calibration, layout, float_input, float_front)
         delegated = delegation(path)
         quantization = {
