@@ -1,0 +1,105 @@
+"""Quantization-aware fine-tuning: the last step when post-training int8 drifts too far.
+
+The fake-quantized int8 graph (PT2E, the same graph and quantizer as post-training int8) is
+trained to reproduce the float model: each embedding (cosine to the float one) and the cosine
+scores between the images of a batch, clean templates and photo-distorted views of them
+side by side. Template matching ranks by those scores, so that is what the loss keeps.
+No labels are needed: any folder of images like the ones users match will do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from docemb.photo import distort, photo_distortion
+from docemb.preprocess import Preprocessing
+
+
+@dataclass(frozen=True)
+class QatSettings:
+    """A short fine-tune: minutes on a CPU for the default model."""
+
+    steps: int = 300
+    batch_size: int = 32  # half clean images, half distorted views of the same images
+    lr: float = 2e-5
+    # weight ranges follow the weights for this share of the steps, then stay fixed so the
+    # weights settle on the grid the int8 model will use
+    observe_share: float = 0.3
+    relation_weight: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class QatPlan:
+    """What the fine-tune trains on: RGB uint8 images (distorted afresh every step) and the
+    preprocessing the model was trained with."""
+
+    images: list[np.ndarray]
+    preprocessing: Preprocessing
+    settings: QatSettings = QatSettings()
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, relation_weight: float) -> torch.Tensor:
+    """1 - cosine to the teacher's embedding, plus the squared error of every pairwise score
+    (both sets L2-normalised, so a Gram matrix is the matrix of cosine scores)."""
+    pointwise = 1.0 - (student * teacher).sum(dim=-1).mean()
+    relation = (student @ student.T - teacher @ teacher.T).pow(2).mean()
+    return pointwise + relation_weight * relation
+
+
+def _observe_weights(graph: nn.Module, enabled: bool) -> None:
+    """Weight ranges (per channel) follow the weights while `enabled`; activation ranges stay
+    where calibration put them (docemb.quantize.tflite.start_from_post_training_ranges)."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    for module in graph.modules():
+        if isinstance(module, FakeQuantizeBase):
+            module.enable_observer(enabled and module.is_per_channel)
+
+
+def qat_finetune(
+    graph: nn.Module, teacher: nn.Module, plan: QatPlan, to_input: Callable[[np.ndarray], torch.Tensor]
+) -> list[float]:
+    """Train `graph` (from prepare_qat_pt2e) in place towards `teacher` (the float model, left
+    unchanged); `to_input` turns NCHW normalised arrays into the graph's input. Returns the
+    loss of every step."""
+    images, preprocessing, settings = plan.images, plan.preprocessing, plan.settings
+    if len(images) < 2:
+        raise ValueError("quantization-aware fine-tuning needs at least 2 images")
+    rng = np.random.default_rng(settings.seed)
+    pipeline = photo_distortion("medium", seed=settings.seed)
+    teacher.eval()
+    params = list(graph.parameters())
+    for param in params:  # BatchNorm folding leaves the convs' new biases frozen; they shift activations, so train them
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    observe_steps = int(settings.steps * settings.observe_share)
+    half = max(1, settings.batch_size // 2)
+    losses: list[float] = []
+    _observe_weights(graph, True)
+    progress = tqdm(range(settings.steps), desc="int8 fine-tune", unit="step", leave=False)
+    for step in progress:
+        if step == observe_steps:
+            _observe_weights(graph, False)
+        for group in optimizer.param_groups:  # cosine decay to zero
+            group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+        chosen = rng.choice(len(images), size=min(half, len(images)), replace=False)
+        views = [images[i] for i in chosen] + [distort(images[i], pipeline) for i in chosen]
+        batch = to_input(np.stack([preprocessing(view) for view in views]))
+        with torch.no_grad():
+            target = teacher(batch)
+        loss = distillation_loss(graph(batch), target, settings.relation_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{losses[-1]:.5f}")
+    _observe_weights(graph, False)
+    return losses
