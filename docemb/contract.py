@@ -162,6 +162,13 @@ def model_card(contract: dict) -> str:
             lines.append(
                 f"- drift on held-out calibration-folder images: {_drift_line(quantization['drift'], quantization.get('drift_target'))}"
             )
+        qat = quantization.get("qat")
+        if qat:
+            verdict = "kept" if qat["kept"] else "not kept (no gain)"
+            lines.append(
+                f"- quantization-aware fine-tune ({qat['steps']} steps, lr {qat['lr']:g}, {qat['images']} images; {verdict}): "
+                f"post-training {_drift_line(qat['post_training_drift'], None)}; fine-tuned {_drift_line(qat['fine_tuned_drift'], None)}"
+            )
         if "float_nodes" in quantization:
             stayed = ", ".join(f"{n['name']} ({n['op_type']})" for n in quantization["float_nodes"]) or "nothing (all int8)"
             lines.append(f"- kept in float: {stayed}")

@@ -7,6 +7,7 @@ registering, photos when matching), so activation ranges must cover both.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -15,19 +16,30 @@ from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing
 
 
+def calibration_pool(folders: list[str | os.PathLike], offset: int = 0) -> list[Path]:
+    """The images of `folders` at stride 2 starting from `offset` (0 or 1): offset 0 calibrates
+    (and fine-tunes), offset 1 validates, and the two never share an image."""
+    return [p for folder in folders for p in list_images(folder)][offset::2]
+
+
 def calibration_inputs(
     folders: list[str | os.PathLike], preprocessing: Preprocessing, count: int, offset: int = 0, seed: int = 0
 ) -> np.ndarray:
-    """`count` NCHW float32 inputs from images spread evenly over `folders`.
-
-    Images are taken at stride 2 starting from `offset` (0 or 1), so offset 0 (calibration) and
-    offset 1 (validation of the calibration method) never share an image.
-    """
-    paths = [p for folder in folders for p in list_images(folder)]
-    pool = paths[offset::2]
+    """`count` NCHW float32 inputs from images spread evenly over the pool at `offset`
+    (calibration_pool), every other one photo-distorted."""
+    pool = calibration_pool(folders, offset)
     step = max(1, len(pool) // max(1, count))
     chosen = pool[::step][:count]
     images, _ = load_images(chosen, max_side=512, on_error="skip")
     pipeline = photo_distortion("medium", seed=seed)
     views = [image if i % 2 == 0 else distort(image, pipeline) for i, image in enumerate(images)]
     return np.stack([preprocessing(view) for view in views])
+
+
+def finetune_images(folders: list[str | os.PathLike], count: int) -> list[np.ndarray]:
+    """Up to `count` RGB images of the calibration pool for quantization-aware fine-tuning
+    (docemb.quantize.qat distorts them afresh every step); never a validation image."""
+    pool = calibration_pool(folders, offset=0)
+    step = max(1, len(pool) // max(1, count))
+    images, _ = load_images(pool[::step][:count], max_side=512, on_error="skip")
+    return images

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from docemb.cli import main
+from docemb.quantize.calibration import calibration_pool
 
 
 def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
@@ -52,7 +53,13 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
             "3",  # 3 calibration images (uneven batches broke entropy calibration once)
         ]
     )
-    main(["quantize", "--model", str(models / "model.tflite"), "--calib", str(synth_train), "--calib-count", "3"])
+    main(
+        [
+            "quantize",
+            *("--model", str(models / "model.tflite"), "--calib", str(synth_train), "--calib-count", "3"),
+            *("--qat", "always", "--qat-steps", "3", "--qat-images", "8"),  # the fine-tune's path, not its gain
+        ]
+    )
     files = (
         "model.onnx",
         "model_int8_dynamic.onnx",
@@ -118,6 +125,14 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     drift = json.loads((models / "model_int8_static.tflite.contract.json").read_text())["quantization"]["drift"]
     assert f"cosine to float mean {drift['cos_mean']:.4f}" in static_card
     assert "calibration: histogram, 3 images" in static_card and "XNNPACK: 1 partition(s)" in static_card
+    for kind in ("static", "full"):  # fine-tuned: the file kept is the one that drifts less, and the card says which
+        quantization = json.loads((models / f"model_int8_{kind}.tflite.contract.json").read_text())["quantization"]
+        qat = quantization["qat"]
+        assert qat["steps"] == 3 and qat["images"] == min(8, len(calibration_pool([synth_train])))
+        assert quantization["drift"] == (qat["fine_tuned_drift"] if qat["kept"] else qat["post_training_drift"])
+        assert "quantization-aware fine-tune (3 steps" in (models / f"model_int8_{kind}.tflite.card.md").read_text()
+    assert not list(models.glob("*.qat.tflite"))
+    assert "qat" not in json.loads((models / "model_int8_dynamic.tflite.contract.json").read_text())["quantization"]
     assert "float front (stem and first blocks, input float32): conv_stem, bn1, act1, blocks.0" in static_card
     assert "float front" not in (models / "model_int8_full.tflite.card.md").read_text()
 
