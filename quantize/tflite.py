@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,9 @@ def quantize_tflite(
         batch_sample = sample.expand(2, *sample.shape[1:])
         exported = torch.export.export(module, (batch_sample,), dynamic_shapes=({0: batch},)).module()
         _fuse_conv_bn_(exported)
-        post_training = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), quantizer)
+        with warnings.catch_warnings():  # torch's own pytree code trips its LeafSpec deprecation when copied
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            post_training = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), quantizer)
         with torch.no_grad():
             _calibrate(post_training, calibration, layout)
         # fake-quantize modules on the post-training patterns: litert-torch's QAT-only conv+BN
