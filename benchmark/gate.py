@@ -34,6 +34,7 @@ QUALITY = {
     "top1": ("top1_agreement", True),
     "top5": ("top5_agreement", True),
     "top1_clear": ("top1_agreement_clear", True),
+    "score_error": ("score_error_median", False),
 }
 SPEED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "init_ms", "first_ms", "peak_rss_mb")
 _COMPARE = {

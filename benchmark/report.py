@@ -62,7 +62,7 @@ def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list
     """One row per model: format, runtime, size, drift, Recall@1 per eval set, p50, XNNPACK on
     this host, and what phone runtimes leave out (clipped to `clip` characters for terminals)."""
     sets = list(report["eval_sets"])
-    header = ["model", "format", "runtime", "size MB", "cos mean", "cos min", "top1 agree", "top1 clear"]
+    header = ["model", "format", "runtime", "size MB", "cos mean", "cos min", "top1 agree", "top1 clear", "score err"]
     header += [f"{name} R@1" for name in sets] + ["p50 ms", "host graph", "unsupported ops on phone runtimes"]
     rows = []
     for row in report["models"]:
@@ -77,6 +77,7 @@ def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list
                 _fmt(metrics["cos_min"], 4),
                 _fmt(metrics["top1"]),
                 _fmt(metrics["top1_clear"]),
+                _fmt(metrics["score_error"], 4),
                 *(_fmt(row["eval"][name]["recall@1"]) for name in sets),
                 _fmt(metrics["p50_ms"], 2),
                 host_graph_summary(row),

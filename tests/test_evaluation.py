@@ -47,6 +47,12 @@ def test_clear_match_agreement_ignores_flipped_near_ties():
     metrics = drift_metrics(reference, candidate)
     assert metrics["top1_agreement"] == 0.5
     assert metrics["clear_share"] == 0.5 and metrics["top1_agreement_clear"] == 1.0
+    # the float gaps: two near-ties (about 0.0002) and two clear matches (about 0.98)
+    scores = np.sort(reference.queries @ templates.T, axis=1)
+    assert metrics["margin_median"] == pytest.approx(np.median(scores[:, -1] - scores[:, -2]))
+    assert metrics["score_error_median"] == 0.0  # the flip moves 4 of 16 scores, by the tiny gap
+    scaled = drift_metrics(reference, Embeddings(templates * 1.01, reference.queries))  # every score 1 % higher
+    assert scaled["score_error_median"] == pytest.approx(0.01 * np.median(np.abs(reference.queries @ templates.T)))
 
 
 def test_drift_refuses_mismatched_shapes():
