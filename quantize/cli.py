@@ -8,6 +8,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from docemb.quantize.qat import QatSettings
+
 if TYPE_CHECKING:
     from docemb.layer_drift import LayerError
     from docemb.quantize.qat import QatPlan
@@ -64,8 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="static and full TFLite: quantization-aware fine-tune towards the float model on the --calib images, "
         "kept when it drifts less; auto runs it where post-training int8 misses --drift-target (default: auto)",
     )
-    parser.add_argument("--qat-steps", type=int, default=600, help="fine-tune steps of 32 images (default: 600)")
-    parser.add_argument("--qat-lr", type=float, default=1e-3, help="fine-tune learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--qat-steps", type=int, default=QatSettings.steps, help=f"fine-tune steps of 32 images (default: {QatSettings.steps})"
+    )
+    parser.add_argument(
+        "--qat-lr", type=float, default=QatSettings.lr, help=f"fine-tune learning rate (default: {QatSettings.lr:g})"
+    )
     parser.add_argument(
         "--qat-images", type=int, default=1024, help="calibration-pool images the fine-tune draws from (default: 1024)"
     )
@@ -216,7 +222,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     from docemb.errors import DocembError
     from docemb.litert import delegation, op_counts
     from docemb.model import load_model
-    from docemb.quantize.qat import QatPlan, QatSettings
+    from docemb.quantize.qat import QatPlan
     from docemb.quantize.sensitivity import DriftTarget
     from docemb.quantize.tflite import quantize_tflite
 

@@ -18,17 +18,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from docemb.errors import DocembError
 from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
 class QatSettings:
-    """A short fine-tune: minutes on a CPU for the default model."""
+    """A short fine-tune: about 3 minutes on 2 CPU cores for the default model. Steps and lr
+    were picked on it by validation drift (full integer, 600 steps: lr 1e-4 0.9930 / 0.925,
+    1e-3 0.9946 / 0.935 cosine mean / min)."""
 
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 32  # half clean images, half distorted views of the same images
-    lr: float = 2e-5
+    lr: float = 1e-3
     # weight ranges follow the weights for this share of the steps, then stay fixed so the
     # weights settle on the grid the int8 model will use
     observe_share: float = 0.3
@@ -72,7 +75,7 @@ def qat_finetune(
     loss of every step."""
     images, preprocessing, settings = plan.images, plan.preprocessing, plan.settings
     if len(images) < 2:
-        raise ValueError("quantization-aware fine-tuning needs at least 2 images")
+        raise DocembError(f"quantization-aware fine-tuning needs at least 2 calibration images, got {len(images)}")
     rng = np.random.default_rng(settings.seed)
     pipeline = photo_distortion("medium", seed=settings.seed)
     teacher.eval()
