@@ -12,15 +12,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
-from tqdm import tqdm
 
 from docemb.errors import DocembError
-from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing
+
+if TYPE_CHECKING:  # torch and the photo pipeline load when a fine-tune runs, not when the CLI reads QatSettings
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ def qat_finetune(
     """Train `graph` (from prepare_qat_pt2e) in place towards `teacher` (the float model, left
     unchanged); `to_input` turns NCHW normalised arrays into the graph's input. Returns the
     loss of every step."""
+    import torch
+    from tqdm import tqdm
+
+    from docemb.photo import distort, photo_distortion
+
     images, preprocessing, settings = plan.images, plan.preprocessing, plan.settings
     if len(images) < 2:
         raise DocembError(f"quantization-aware fine-tuning needs at least 2 calibration images, got {len(images)}")
