@@ -191,12 +191,13 @@ def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, flo
     )
     metrics["top1_agreement"] = neighbour_agreement(reference, candidate, k=1)
     metrics["top5_agreement"] = neighbour_agreement(reference, candidate, k=5)
-    clear = reference_margins(reference) >= CLEAR_MARGIN
+    margins = reference_margins(reference)
+    clear = margins >= CLEAR_MARGIN
     metrics["clear_share"] = float(clear.mean())
     metrics["top1_agreement_clear"] = neighbour_agreement(reference, candidate, k=1, where=clear) if clear.any() else None
     # the two numbers that explain top-1 agreement: how far apart the reference's best two
     # templates sit, and how far the candidate moves a query-template score
-    metrics["margin_median"] = float(np.median(reference_margins(reference)))
+    metrics["margin_median"] = float(np.median(margins))
     metrics["score_error_median"] = float(
         np.median(np.abs(candidate.queries @ candidate.templates.T - reference.queries @ reference.templates.T))
     )

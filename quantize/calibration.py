@@ -27,10 +27,7 @@ def calibration_inputs(
 ) -> np.ndarray:
     """`count` NCHW float32 inputs from images spread evenly over the pool at `offset`
     (calibration_pool), every other one photo-distorted."""
-    pool = calibration_pool(folders, offset)
-    step = max(1, len(pool) // max(1, count))
-    chosen = pool[::step][:count]
-    images, _ = load_images(chosen, max_side=512, on_error="skip")
+    images = _load_spread(calibration_pool(folders, offset), count)
     pipeline = photo_distortion("medium", seed=seed)
     views = [image if i % 2 == 0 else distort(image, pipeline) for i, image in enumerate(images)]
     return np.stack([preprocessing(view) for view in views])
@@ -39,7 +36,12 @@ def calibration_inputs(
 def finetune_images(folders: list[str | os.PathLike], count: int) -> list[np.ndarray]:
     """Up to `count` RGB images of the calibration pool for quantization-aware fine-tuning
     (docemb.quantize.qat distorts them afresh every step); never a validation image."""
-    pool = calibration_pool(folders, offset=0)
+    return _load_spread(calibration_pool(folders, offset=0), count)
+
+
+def _load_spread(pool: list[Path], count: int) -> list[np.ndarray]:
+    """Up to `count` images spread evenly over `pool`, decoded at phone-crop size; unreadable
+    files are skipped with a warning."""
     step = max(1, len(pool) // max(1, count))
     images, _ = load_images(pool[::step][:count], max_side=512, on_error="skip")
     return images
