@@ -111,7 +111,7 @@ def quantize_tflite(
         quantizer = _quantizer(dataclasses.replace(config, is_qat=False))
         graph = quantize_pt2e.prepare_qat_pt2e(exported, quantizer)
         with torch.no_grad():
-            graph(_to_layout(calibration, layout))  # weight observers see their weights
+            graph(sample)  # weight observers see their weights; activation ranges are set next
         start_from_post_training_ranges(graph, post_training)
         qat_finetune(graph, teacher, qat, lambda batch: _to_layout(batch, layout))
     graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
