@@ -103,9 +103,10 @@ def save_contract(model_path: str | os.PathLike, contract: dict) -> Path:
 
 def _drift_line(drift: dict, target: dict | None) -> str:
     line = f"cosine to float mean {drift['cos_mean']:.4f}, min {drift['cos_min']:.4f}"
-    if target:
-        met = drift["cos_mean"] >= target["cos_mean"] and drift["cos_min"] >= target["cos_min"]
-        line += f" (target mean >= {target['cos_mean']}, min >= {target['cos_min']}: {'met' if met else 'NOT met'})"
+    if target:  # cos_mean and, for static int8, cos_min
+        met = all(drift[key] >= bound for key, bound in target.items())
+        bounds = ", ".join(f"{key.removeprefix('cos_')} >= {bound}" for key, bound in target.items())
+        line += f" (target {bounds}: {'met' if met else 'NOT met'})"
     return line
 
 
@@ -169,6 +170,8 @@ def model_card(contract: dict) -> str:
                 f"- quantization-aware fine-tune ({qat['steps']} steps, lr {qat['lr']:g}, {qat['images']} images; {verdict}): "
                 f"post-training {_drift_line(qat['post_training_drift'], None)}; fine-tuned {_drift_line(qat['fine_tuned_drift'], None)}"
             )
+        if "int8_weight_share" in quantization:
+            lines.append(f"- int8 weights: {quantization['int8_weight_share']:.1%} of the weighted layers' parameters")
         if "float_nodes" in quantization:
             stayed = ", ".join(f"{n['name']} ({n['op_type']})" for n in quantization["float_nodes"]) or "nothing (all int8)"
             lines.append(f"- kept in float: {stayed}")

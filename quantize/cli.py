@@ -84,6 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cosine to float that static int8 must keep on the validation images (default: 0.99 0.97)",
     )
     parser.add_argument(
+        "--dynamic-target",
+        type=float,
+        default=0.998,
+        metavar="MEAN",
+        help="ONNX dynamic: layers go int8 largest first while the mean cosine to float on the validation images "
+        "stays at or above this (default: 0.998)",
+    )
+    parser.add_argument(
         "--max-float-nodes",
         type=int,
         default=4,
@@ -96,9 +104,7 @@ def run(args: argparse.Namespace) -> None:
 
     from docemb.atomic import write_json
     from docemb.contract import check_contract, describe_onnx, write_contract
-    from docemb.embedders import onnx_embedder
     from docemb.errors import DocembError
-    from docemb.evaluation import cosine_drift
     from docemb.layer_drift import layer_errors
     from docemb.preprocess import Preprocessing
     from docemb.quantize.ort import METHODS, pick_static_method, quantize_dynamic_int8
@@ -133,16 +139,30 @@ def run(args: argparse.Namespace) -> None:
     calibration, validation = _calibration_sets(args, preprocessing) if args.calib else (None, None)
 
     if "dynamic" in args.include:
-        path = quantize_dynamic_int8(float_path, out / f"{stem}_int8_dynamic.onnx")
+        path = out / f"{stem}_int8_dynamic.onnx"
+        choice = quantize_dynamic_int8(float_path, path, validation, args.dynamic_target)
         quantization = {
             "scheme": "onnxruntime dynamic int8",
             "weights": "int8 per-channel",
             "activations": "quantized at run time",
+            "int8_weight_share": choice.int8_weight_share,
+            "float_nodes": choice.float_layers,
         }
-        if validation is not None:
-            drift = cosine_drift(onnx_embedder(float_path)(validation), onnx_embedder(path)(validation))
-            quantization |= {"drift": drift, "drift_validation_images": len(validation)}
-            print(f"  dynamic: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images")
+        print(
+            f"  dynamic: {len(choice.int8_layers)} of {len(choice.int8_layers) + len(choice.float_layers)} weighted layers "
+            f"in int8, largest first ({choice.int8_weight_share:.1%} of their parameters)"
+        )
+        if choice.drift is not None:
+            quantization |= {
+                "drift": choice.drift,
+                "drift_validation_images": len(validation),
+                "drift_target": {"cos_mean": args.dynamic_target},
+            }
+            met = "met" if choice.target_met else "NOT met"
+            print(
+                f"  dynamic: cos to float mean {choice.drift['cos_mean']:.4f} min {choice.drift['cos_min']:.4f} "
+                f"on {len(validation)} images (target mean {args.dynamic_target} {met})"
+            )
         write_contract(path, preprocessing, describe_onnx(path), source, quantization, contract.get("thresholds"))
         report["dynamic"] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

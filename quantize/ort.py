@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -23,21 +25,102 @@ from onnxruntime.quantization import (
 
 from docemb.atomic import atomic_path
 from docemb.embedders import onnx_embedder
+from docemb.errors import DocembError
 from docemb.evaluation import cosine_drift
 from docemb.layer_drift import ArrayReader, preprocess_for_quantization, quiet_onnxruntime
 
 L2_NORMALIZE_SCOPE = "/normalize/"  # the ONNX node names of EmbeddingModel.normalize
+DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 
 
-def quantize_dynamic_int8(float_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """int8 weights (per channel), activations quantized on the fly at run time."""
-    with tempfile.TemporaryDirectory() as work, atomic_path(out_path) as tmp:
+@dataclass
+class DynamicChoice:
+    """Which layers a dynamic int8 model holds in int8, and what that costs in drift."""
+
+    int8_layers: list[str]
+    float_layers: list[dict[str, str]]  # name and op type of the weighted layers left in float, largest first
+    int8_weight_share: float  # share of the weighted layers' parameters stored as int8
+    drift: dict[str, float] | None = None  # on the validation images, when given
+    target_met: bool | None = None
+
+
+class WeightedLayer(NamedTuple):
+    """A node whose weight dynamic quantization would store as int8."""
+
+    name: str
+    op_type: str
+    parameters: int
+    depthwise: bool
+
+
+def weighted_layers(model: onnx.ModelProto) -> list[WeightedLayer]:
+    """Every Conv/Gemm/MatMul with a constant weight, largest first."""
+    sizes = {tensor.name: int(np.prod(tensor.dims)) for tensor in model.graph.initializer}
+    layers = [
+        WeightedLayer(
+            node.name,
+            node.op_type,
+            sizes[node.input[1]],
+            node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute),
+        )
+        for node in model.graph.node
+        if node.op_type in DYNAMIC_OP_TYPES and len(node.input) > 1 and node.input[1] in sizes
+    ]
+    return sorted(layers, key=lambda layer: -layer.parameters)
+
+
+def quantize_dynamic_int8(
+    float_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    validation: np.ndarray | None = None,
+    cos_mean_target: float = 0.998,
+) -> DynamicChoice:
+    """int8 weights (per channel), activations quantized on the fly at run time.
+
+    The weights sit mostly in a few late layers (head Linears, last pointwise convs), while the
+    small early layers carry most of the int8 error (activations with a wide per-image range).
+    So layers go int8 largest first, and with `validation` images the walk stops at the first
+    layer that would take the mean cosine to float below `cos_mean_target`. Depthwise convs stay
+    float: a few percent of the weights, and onnxruntime's ConvInteger runs them far slower than
+    float (default model, 1 thread: every layer int8 5.2 ms, this choice 1.0 ms, float 0.46 ms)."""
+    with tempfile.TemporaryDirectory() as work:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
-        with quiet_onnxruntime():
-            quantize_dynamic(str(prepared), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
-    return Path(out_path)
+        layers = weighted_layers(onnx.load(str(prepared)))
+        candidates = [layer.name for layer in layers if not layer.depthwise]
+        if not candidates:
+            raise DocembError(f"{float_path}: no Conv, Gemm or MatMul with constant weights to quantize")
+
+        def write(chosen: list[str], path: Path) -> None:
+            # the dynamic quantizer splits a Gemm into "<name>_MatMul" + "<name>_Add" before it
+            # matches nodes_to_quantize against the names
+            names = [*chosen, *(f"{name}_MatMul" for name in chosen)]
+            with quiet_onnxruntime():
+                quantize_dynamic(str(prepared), str(path), per_channel=True, weight_type=QuantType.QInt8, nodes_to_quantize=names)
+
+        chosen, drift, met = candidates, None, None
+        if validation is not None:
+            reference = onnx_embedder(prepared)(validation)
+            trial_path = Path(work) / "trial.onnx"
+            chosen = []
+            for name in candidates:
+                write([*chosen, name], trial_path)
+                trial = cosine_drift(reference, onnx_embedder(trial_path)(validation))
+                if chosen and trial["cos_mean"] < cos_mean_target:
+                    break
+                chosen, drift = [*chosen, name], trial
+            met = drift["cos_mean"] >= cos_mean_target
+        with atomic_path(out_path) as tmp:
+            write(chosen, tmp)
+    return DynamicChoice(
+        int8_layers=chosen,
+        float_layers=[{"name": layer.name, "op_type": layer.op_type} for layer in layers if layer.name not in chosen],
+        int8_weight_share=sum(layer.parameters for layer in layers if layer.name in chosen)
+        / sum(layer.parameters for layer in layers),
+        drift=drift,
+        target_met=met,
+    )
 
 
 def quantize_static_int8(

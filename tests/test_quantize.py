@@ -1,4 +1,5 @@
 import numpy as np
+import onnx
 import pytest
 
 from docemb.contract import describe_onnx, write_contract
@@ -6,7 +7,7 @@ from docemb.embedders import onnx_embedder
 from docemb.evaluation import cosine_drift
 from docemb.export.onnx_export import export_onnx
 from docemb.quantize.calibration import calibration_inputs
-from docemb.quantize.ort import pick_static_method, quantize_dynamic_int8
+from docemb.quantize.ort import pick_static_method, quantize_dynamic_int8, weighted_layers
 
 
 @pytest.fixture()
@@ -24,11 +25,43 @@ def test_calibration_and_validation_images_are_disjoint(synth_train, small_model
 
 
 def test_dynamic_int8_is_smaller_and_close(float_model, synth_train, small_model):
-    path = quantize_dynamic_int8(float_model, float_model.with_name("dyn.onnx"))
+    path = float_model.with_name("dyn.onnx")
+    choice = quantize_dynamic_int8(float_model, path)
     inputs = calibration_inputs([synth_train], small_model.preprocessing, count=4)
     drift = cosine_drift(onnx_embedder(float_model)(inputs), onnx_embedder(path)(inputs))
     assert path.stat().st_size < float_model.stat().st_size
     assert drift["cos_mean"] > 0.95
+    # without validation images every layer but the depthwise convs goes int8
+    layers = weighted_layers(onnx.load(str(float_model)))
+    assert choice.int8_layers == [layer.name for layer in layers if not layer.depthwise]
+    assert [layer["name"] for layer in choice.float_layers] == [layer.name for layer in layers if layer.depthwise]
+    assert choice.drift is None and 0 < choice.int8_weight_share < 1
+
+
+def test_dynamic_int8_takes_layers_largest_first_until_the_target(float_model, synth_train, small_model):
+    validation = calibration_inputs([synth_train], small_model.preprocessing, count=8, offset=1)
+    reference = onnx_embedder(float_model)(validation)
+    layers = [layer for layer in weighted_layers(onnx.load(str(float_model))) if not layer.depthwise]
+    assert [layer.parameters for layer in layers] == sorted((layer.parameters for layer in layers), reverse=True)
+
+    path = float_model.with_name("dyn.onnx")
+    unreachable = quantize_dynamic_int8(float_model, path, validation, cos_mean_target=1.01)
+    assert unreachable.int8_layers == [layers[0].name] and unreachable.target_met is False
+    assert _int8_parameters(path) == layers[0].parameters
+
+    # a target every layer meets: all go int8, and the recorded drift is the written file's
+    choice = quantize_dynamic_int8(float_model, path, validation, cos_mean_target=0.5)
+    assert choice.target_met and choice.int8_layers == [layer.name for layer in layers]
+    measured = cosine_drift(reference, onnx_embedder(path)(validation))
+    assert measured["cos_mean"] == pytest.approx(choice.drift["cos_mean"], abs=1e-6)
+    assert unreachable.int8_weight_share < choice.int8_weight_share
+    assert _int8_parameters(path) == sum(layer.parameters for layer in layers)
+
+
+def _int8_parameters(path) -> int:
+    """Weights a model stores as int8 (what the layer choice must have made int8, Gemms included)."""
+    initializers = onnx.load(str(path)).graph.initializer
+    return sum(int(np.prod(t.dims)) for t in initializers if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2)
 
 
 def test_static_keeps_the_method_with_least_drift(float_model, synth_train, small_model):
