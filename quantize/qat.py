@@ -60,7 +60,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, relation_wei
 
 def _observe_weights(graph: nn.Module, enabled: bool) -> None:
     """Weight ranges (per channel) follow the weights while `enabled`; activation ranges stay
-    where calibration put them (docemb.quantize.tflite.start_from_post_training_ranges)."""
+    where calibration put them (docemb.quantize.pt2e.start_from_post_training_ranges)."""
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
     for module in graph.modules():
