@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--float-front",
         type=int,
         metavar="STRIDE",
-        help="static TFLite: keep the stem and the blocks up to this output stride in float (input float32), which "
-        "XNNPACK runs faster than int8 there and which adds the most int8 error (default: 8, docemb.edge_model)",
+        help="static TFLite and fine-tuned static ONNX: keep the stem and the blocks up to this output stride in float "
+        "(input float32), which XNNPACK runs faster than int8 there and which adds the most int8 error (default: 8, docemb.edge_model)",
     )
     parser.add_argument(
         "--input-type",
@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--qat",
         choices=("auto", "always", "never"),
         default="auto",
-        help="static and full TFLite: quantization-aware fine-tune towards the float model on the --calib images, "
-        "kept when it drifts less; auto runs it where post-training int8 misses --drift-target (default: auto)",
+        help="static int8 (ONNX and TFLite) and full TFLite: quantization-aware fine-tune towards the float model on the "
+        "--calib images, kept when it drifts less; auto runs it where post-training int8 misses --drift-target (default: auto)",
     )
     parser.add_argument(
         "--qat-steps", type=int, default=QatSettings.steps, help=f"fine-tune steps of 32 images (default: {QatSettings.steps})"
@@ -201,15 +201,10 @@ def run(args: argparse.Namespace) -> None:
             out / f"{stem}_int8_static_layers.json",
             {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None},
         )
+        if args.qat == "always" or (args.qat == "auto" and not target.met(quantization["drift"])):
+            _finetune_onnx(args, path, float_path, contract, preprocessing, calibration, validation, target, quantization)
         write_contract(path, preprocessing, describe_onnx(path), source, quantization, contract.get("thresholds"))
-        report["static"] = {
-            "file": path.name,
-            "size_bytes": path.stat().st_size,
-            "method": best,
-            "compared": results,
-            "float_nodes": quantization["float_nodes"],
-            "drift": quantization["drift"],
-        }
+        report["static"] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     write_json(out / f"{stem}_quantize_report.json", report)
 
@@ -231,6 +226,59 @@ def _print_sensitivity(errors: list[LayerError], mixed: MixedPrecision | None, t
         f"mixed precision: {len(mixed.float_nodes)} layer(s) in float, cos mean {mixed.drift_all_int8['cos_mean']:.4f} -> "
         f"{mixed.drift['cos_mean']:.4f}, min {mixed.drift_all_int8['cos_min']:.4f} -> {mixed.drift['cos_min']:.4f}; target {status}"
     )
+
+
+def _finetune_onnx(
+    args: argparse.Namespace,
+    path: Path,
+    float_path: Path,
+    contract: dict,
+    preprocessing,
+    calibration,
+    validation,
+    target: DriftTarget,
+    quantization: dict,
+) -> None:
+    """Quantization-aware fine-tune for static ONNX: the fine-tuned PT2E graph written as QDQ
+    (docemb.quantize.pt2e_onnx) replaces onnxruntime's post-training file if it drifts less;
+    `quantization` (the contract record) is updated in place."""
+    from docemb.contract import describe_onnx
+    from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE, front_modules
+    from docemb.embedders import onnx_embedder
+    from docemb.errors import DocembError
+    from docemb.model import load_model
+    from docemb.quantize.calibration import finetune_images
+    from docemb.quantize.pt2e_onnx import finetuned_onnx
+    from docemb.quantize.qat import QatPlan
+
+    checkpoint = contract["source"].get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_file():
+        message = f"{float_path}: the fine-tune starts from the PyTorch checkpoint its contract names ({checkpoint}), which is not there"
+        if args.qat == "always":
+            raise DocembError(message)
+        print(f"  static: no fine-tune: {message}")
+        return
+    model = load_model(checkpoint)
+    front_stride = DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
+    described = describe_onnx(float_path)
+    io_names = (described["input"]["name"], described["output"]["name"])
+    plan = QatPlan(finetune_images(args.calib, args.qat_images), preprocessing, QatSettings(steps=args.qat_steps, lr=args.qat_lr))
+    reference = onnx_embedder(float_path)(validation)
+    measure = partial(_print_drift, reference=reference, validation=validation, target=target)
+
+    def write_tuned(tuned: Path) -> None:
+        finetuned_onnx(model, tuned, calibration, plan, io_names, front_stride)
+
+    drift, record = _finetune("static", path, write_tuned, quantization["drift"], measure, target, plan)
+    quantization["qat"] = record
+    if record["kept"]:  # onnxruntime's calibration and mixed precision made the file replaced
+        del quantization["float_nodes"]
+        quantization |= {
+            "scheme": "PT2E static QDQ int8, quantization-aware fine-tuned",
+            "calibration": {"method": "histogram", "images": len(calibration), "folders": [str(f) for f in args.calib]},
+            "float_front": front_modules(model.backbone, front_stride, model.config.input_size),
+            "drift": drift,
+        }
 
 
 def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, preprocessing, out: Path, source: dict) -> None:
@@ -308,10 +356,12 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
 
 def _print_drift(label: str, path: Path, *, reference, validation, target: DriftTarget) -> dict[str, float]:
     """Cosine of `path`'s embeddings to the float model's on the validation images, printed."""
+    from docemb.embedders import onnx_embedder
     from docemb.evaluation import cosine_drift
     from docemb.litert import tflite_embedder
 
-    drift = cosine_drift(reference, tflite_embedder(path)(validation))
+    embedder = tflite_embedder(path) if path.suffix == ".tflite" else onnx_embedder(path)  # no contract yet
+    drift = cosine_drift(reference, embedder(validation))
     met = "met" if target.met(drift) else "NOT met"
     print(
         f"  {label}: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images (target {met})"

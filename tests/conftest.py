@@ -54,6 +54,20 @@ def small_model(small_config):
 TINY_TEACHER = "mobilenetv3_small_050"
 
 
+@pytest.fixture(scope="session")
+def trained_model(synth_train, synth_eval, tmp_path_factory):
+    """A small model trained for a few epochs on generated documents: int8 drift depends on
+    trained weights and activation ranges, which a random model does not have."""
+    from test_train import tiny_config
+
+    from docemb.model import load_model
+    from docemb.train.loop import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(tiny_config(synth_train, synth_eval, out, epochs=3))
+    return load_model(out / "model.safetensors")
+
+
 @pytest.fixture()
 def tiny_teacher_weights(tmp_path) -> Path:
     """A local weights file for a small timm model, as a user's teacher file would be."""

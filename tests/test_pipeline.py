@@ -51,6 +51,7 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
             str(synth_train),
             "--calib-count",
             "3",  # 3 calibration images (uneven batches broke entropy calibration once)
+            *("--qat", "always", "--qat-steps", "3", "--qat-images", "8"),
         ]
     )
     main(
@@ -116,8 +117,17 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     assert "## Phone op profile" not in bench_md  # no phone run here
     assert "<table>" in (tmp_path / "bench" / "bench.html").read_text()
     assert (tmp_path / "bench" / "latency_vs_drift.png").stat().st_size > 0
-    static_contract = json.loads((models / "model_int8_static.onnx.contract.json").read_text())
-    assert static_contract["quantization"]["calibration"]["method"] in ("minmax", "entropy", "percentile")
+    static_onnx = json.loads((models / "model_int8_static.onnx.contract.json").read_text())["quantization"]
+    assert static_onnx["qat"]["steps"] == 3  # fine-tuned PT2E graph as QDQ, kept only if it drifts less
+    if static_onnx["qat"]["kept"]:
+        assert (
+            static_onnx["calibration"]["method"] == "histogram" and static_onnx["drift"] == static_onnx["qat"]["fine_tuned_drift"]
+        )
+    else:
+        assert static_onnx["calibration"]["method"] in ("minmax", "entropy", "percentile")
+    assert not list(models.glob("*.qat.onnx"))
+    dynamic_onnx = json.loads((models / "model_int8_dynamic.onnx.contract.json").read_text())["quantization"]
+    assert 0 < dynamic_onnx["int8_weight_share"] <= 1 and dynamic_onnx["drift_target"] == {"cos_mean": 0.998}
     for name in files:  # a model card beside every file, saying where it came from and how far it drifts
         card = (models / f"{name}.card.md").read_text()
         assert card.startswith(f"# {name}") and "## Source" in card

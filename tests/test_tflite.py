@@ -11,7 +11,6 @@ import torch
 
 pytest.importorskip("litert_torch", reason="TFLite tools not installed (pip install -e .[tflite])")
 
-from test_train import tiny_config  # noqa: E402
 
 from docemb.contract import check_contract, describe_model, write_contract  # noqa: E402
 from docemb.edge_model import DecomposedHardSwish, FloatFront, decompose_hardswish, edge_model, front_modules  # noqa: E402
@@ -20,23 +19,11 @@ from docemb.errors import DocembError  # noqa: E402
 from docemb.evaluation import cosine_drift  # noqa: E402
 from docemb.export.tflite_export import export_tflite, verify_tflite  # noqa: E402
 from docemb.litert import convert, delegation, describe_tflite, op_counts, tflite_embedder  # noqa: E402
-from docemb.model import load_model  # noqa: E402
 from docemb.quantize.calibration import calibration_inputs, finetune_images  # noqa: E402
 from docemb.quantize.qat import QatPlan, QatSettings, distillation_loss  # noqa: E402
 from docemb.quantize.sensitivity import DriftTarget  # noqa: E402
 from docemb.quantize.tflite import add_float_input, quantize_tflite  # noqa: E402
 from docemb.synth import generate  # noqa: E402
-from docemb.train.loop import train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def trained_model(synth_train, synth_eval, tmp_path_factory):
-    """A small model trained for a few epochs on generated documents: int8 drift depends on
-    trained weights and activation ranges, which a random model does not have."""
-    out = tmp_path_factory.mktemp("trained")
-    config = tiny_config(synth_train, synth_eval, out, epochs=3)
-    train(config)
-    return load_model(Path(out) / "model.safetensors")
 
 
 def test_decomposed_hardswish_is_exact(small_model):
