@@ -13,7 +13,9 @@ Rewrites, each exact (to float rounding):
   graph into 26 partitions (4.6x slower than float); ADD (with RELU6 fused) and MUL are
   delegated. The two constants are 1x1x1x1 tensors, not scalars: litert-torch only moves an op
   to NHWC when all its inputs are 4-D, and scalar constants left a TRANSPOSE pair around every
-  HardSwish;
+  HardSwish. onnxruntime has no int8 HardSwish either, but runs one float HardSwish between
+  DequantizeLinear and QuantizeLinear faster than the four decomposed ops, so the int8 ONNX
+  graph keeps it whole (`split_hardswish=False`);
 - optionally NHWC input (no TRANSPOSE at the start) and normalisation built in, so that the model
   takes RGB pixel values 0-255 as MediaPipe's ImageEmbedder feeds them.
 """
@@ -159,11 +161,12 @@ def edge_model(
     float_front_stride: int = 0,
     layout: Layout = "NCHW",
     builtin_normalization: Preprocessing | None = None,
+    split_hardswish: bool = True,
 ) -> nn.Module:
     """An eval-mode copy of an EmbeddingModel ready for conversion to LiteRT.
 
-    `int8` keeps the front up to output stride `float_front_stride` in float (0: none) and
-    decomposes HardSwish after it (see the module doc); `layout` sets the input layout;
+    `int8` keeps the front up to output stride `float_front_stride` in float (0: none) and,
+    with `split_hardswish`, decomposes HardSwish after it (see the module doc); `layout` sets the input layout;
     `builtin_normalization` makes the model take RGB 0-255 floats and normalise them itself.
     """
     if layout not in ("NCHW", "NHWC"):
@@ -171,7 +174,8 @@ def edge_model(
     edge, _ = fold_head_batchnorm(model.eval())  # a copy: the rewrites below leave `model` alone
     if int8:
         keep_float_front(edge, float_front_stride)
-        decompose_hardswish(edge)
+        if split_hardswish:
+            decompose_hardswish(edge)
     if layout == "NCHW" and builtin_normalization is None:
         return edge.eval()
     return EdgeInput(edge, layout, builtin_normalization).eval()

@@ -51,13 +51,15 @@ def int8_graph(
     float_front_stride: int,
     qat: QatPlan | None = None,
     what: str = "int8",
+    split_hardswish: bool = True,
 ):
     """`model` as a PT2E graph annotated for int8, and the quantizer that annotated it.
 
     With `calibration` (NCHW normalised inputs) the graph holds calibrated histogram observers
     (post-training static) or, with `qat`, fake-quantize modules fine-tuned towards the float
     model; with `calibration=None` it is annotated for dynamic-range int8. `what` names the
-    output in errors."""
+    output in errors; `split_hardswish` is docemb.edge_model's (XNNPACK wants it, onnxruntime
+    does not)."""
     try:
         with quiet_imports():
             from litert_torch.quantize import pt2e_quantizer
@@ -69,7 +71,13 @@ def int8_graph(
     dynamic = calibration is None
     if qat is not None and dynamic:
         raise DocembError(f"{what}: quantization-aware fine-tuning is for static int8; give calibration images")
-    module = edge_model(model, int8=not dynamic, float_front_stride=0 if dynamic else float_front_stride, layout=layout)
+    module = edge_model(
+        model,
+        int8=not dynamic,
+        float_front_stride=0 if dynamic else float_front_stride,
+        layout=layout,
+        split_hardswish=split_hardswish,
+    )
     sample = sample_input(model.config.input_size, layout)
     quantizer = _quantizer(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
     if qat is None:

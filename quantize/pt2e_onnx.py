@@ -78,9 +78,10 @@ def finetuned_onnx(
     io_names: tuple[str, str],
     float_front_stride: int = DEFAULT_FLOAT_FRONT_STRIDE,
 ) -> Path:
-    """Fine-tune `model`'s int8 graph (NCHW, float front up to `float_front_stride`) and write it
-    to `path` as a QDQ ONNX model with the input and output names `io_names`, batch free."""
-    graph, _ = int8_graph(model, calibration, "NCHW", float_front_stride, plan, what=str(path))
+    """Fine-tune `model`'s int8 graph (NCHW, float front up to `float_front_stride`, HardSwish
+    whole) and write it to `path` as a QDQ ONNX model with the input and output names
+    `io_names`, batch free."""
+    graph, _ = int8_graph(model, calibration, "NCHW", float_front_stride, plan, what=str(path), split_hardswish=False)
     with atomic_path(path) as tmp:
         export_fake_quantized(graph, tmp, model.config.input_size, io_names)
         qdq = to_runtime_qdq(onnx.load(str(tmp)))

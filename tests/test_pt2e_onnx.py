@@ -42,7 +42,7 @@ def test_the_onnx_file_computes_the_fake_quantized_graph(trained_model, unit):
     """Up to onnxruntime's integer arithmetic the file is the torch graph: much closer to it
     than int8 is to float."""
     calibration, probe, plan, path = unit
-    graph, _ = int8_graph(trained_model, calibration, "NCHW", 0, plan)
+    graph, _ = int8_graph(trained_model, calibration, "NCHW", 0, plan, split_hardswish=False)
     with torch.no_grad():
         fake_quantized = graph(torch.from_numpy(probe)).numpy()
         reference = trained_model.eval()(torch.from_numpy(probe)).numpy()
@@ -57,7 +57,7 @@ def exporter_pairs(trained_model, unit, tmp_path):
     """The fake-quantized graph as the exporter writes it: QuantizeLinear/DequantizeLinear
     pairs, float weights and biases."""
     calibration, _, plan, _ = unit
-    graph, _ = int8_graph(trained_model, calibration, "NCHW", 0, plan)
+    graph, _ = int8_graph(trained_model, calibration, "NCHW", 0, plan, split_hardswish=False)
     path = tmp_path / "pairs.onnx"
     export_fake_quantized(graph, path, trained_model.config.input_size, ("image", "embedding"))
     return onnx.load(str(path))
