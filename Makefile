@@ -99,10 +99,12 @@ PHONE := $(if $(BENCHMARK_MODEL),--benchmark-model $(BENCHMARK_MODEL)) $(if $(AD
 MAIN_MODELS := model.onnx model_int8_dynamic.onnx model_int8_static.onnx model.tflite model_fp16.tflite \
 	model_int8_dynamic.tflite model_int8_static.tflite model_int8_full.tflite untrained.onnx
 
+# peers get post-training int8 only: a like-for-like comparison of architectures, without a
+# fine-tune of a few minutes per file
 $(PEER_DIR)/peer_%_int8_static.tflite: | $(INSTALLED)
 	$(DOCEMB) export --peer $* --out $(PEER_DIR) --include onnx tflite
-	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.onnx --calib $(CALIB) --include static --methods percentile --max-float-nodes 0
-	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.tflite --calib $(CALIB) --include static
+	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.onnx --calib $(CALIB) --include static --methods percentile --max-float-nodes 0 --qat never
+	$(DOCEMB) quantize --model $(PEER_DIR)/peer_$*.tflite --calib $(CALIB) --include static --qat never
 
 require-int8:
 	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first ($(MODELS)/model_int8_static.tflite)"; exit 2; }

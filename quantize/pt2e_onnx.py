@@ -57,17 +57,14 @@ class FrozenFakeQuantize(torch.nn.Module):
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, self.quant_min, self.quant_max)
 
 
-def freeze_fake_quantize(graph: torch.nn.Module) -> int:
-    """Replace every fake-quantize module of `graph` by a FrozenFakeQuantize; returns how many.
-    Shared modules (one range for several tensors) sit under several names: each is replaced."""
+def freeze_fake_quantize(graph: torch.nn.Module) -> None:
+    """Replace every fake-quantize module of `graph` by a FrozenFakeQuantize. Shared modules (one
+    range for several tensors) sit under several names: each is replaced."""
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
-    count = 0
     for name, module in list(graph._modules.items()):  # named_children() lists a shared module once
         if isinstance(module, FakeQuantizeBase):
             setattr(graph, name, FrozenFakeQuantize(module))
-            count += 1
-    return count
 
 
 def finetuned_onnx(
