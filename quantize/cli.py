@@ -280,7 +280,7 @@ def _finetune_onnx(
 
     drift, record = _finetune("static", path, write_tuned, quantization["drift"], measure, target, plan)
     quantization["qat"] = record
-    if record["kept"]:  # onnxruntime's calibration and mixed precision made the file replaced
+    if record["kept"]:  # the record described onnxruntime's file, which the fine-tuned one replaced
         del quantization["float_nodes"]
         quantization |= {
             "scheme": "PT2E static QDQ int8, quantization-aware fine-tuned",
@@ -367,9 +367,13 @@ def _print_drift(label: str, path: Path, *, reference, validation, target: Drift
     """Cosine of `path`'s embeddings to the float model's on the validation images, printed."""
     from docemb.embedders import onnx_embedder
     from docemb.evaluation import cosine_drift
-    from docemb.litert import tflite_embedder
 
-    embedder = tflite_embedder(path) if path.suffix == ".tflite" else onnx_embedder(path)  # no contract yet
+    if path.suffix == ".tflite":  # no contract beside the file yet, so not model_embedder
+        from docemb.litert import tflite_embedder
+
+        embedder = tflite_embedder(path)
+    else:
+        embedder = onnx_embedder(path)
     drift = cosine_drift(reference, embedder(validation))
     met = "met" if target.met(drift) else "NOT met"
     print(
