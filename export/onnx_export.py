@@ -1,13 +1,9 @@
-"""PyTorch -> ONNX through the legacy TorchScript exporter at opset 17.
-
-The dynamo exporter always writes opset 18 and needs onnxscript; the opset-17 graph from the
-legacy exporter is the one onnxruntime's quantization tools and onnx2tf handle best.
-"""
+"""The float model as ONNX (docemb.torch_to_onnx: legacy exporter, opset 17), simplified and
+checked against PyTorch."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +15,8 @@ from docemb.embedders import onnx_embedder, torch_embedder
 from docemb.errors import DocembError
 from docemb.fold import fold_head_batchnorm
 from docemb.model import EmbeddingModel
+from docemb.torch_to_onnx import export_legacy
 
-OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAME = "embedding"
 TOLERANCE = 1e-4
 
 
@@ -33,19 +27,8 @@ def export_onnx(model: EmbeddingModel, path: str | os.PathLike, simplify: bool =
     model, _ = fold_head_batchnorm(model.eval())
     size = model.config.input_size
     dummy = torch.zeros(2, 3, size, size)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(
-            model,
-            (dummy,),
-            str(tmp),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    with atomic_path(path) as tmp:
+        export_legacy(model, dummy, tmp)
         graph = onnx.load(str(tmp))
         if simplify:
             import onnxslim

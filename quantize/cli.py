@@ -8,11 +8,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from docemb.quantize.qat import QatSettings
+from docemb.quantize.qat import QatPlan, QatSettings
 
 if TYPE_CHECKING:
     from docemb.layer_drift import LayerError
-    from docemb.quantize.qat import QatPlan
     from docemb.quantize.sensitivity import DriftTarget, MixedPrecision
 
 ONNX_KINDS = ("dynamic", "static")
@@ -210,7 +209,7 @@ def run(args: argparse.Namespace) -> None:
             out / f"{stem}_int8_static_layers.json",
             {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None},
         )
-        if args.qat == "always" or (args.qat == "auto" and not target.met(quantization["drift"])):
+        if _wants_finetune(args, target, quantization["drift"]):
             _finetune_onnx(args, path, float_path, contract, preprocessing, calibration, validation, target, quantization)
         write_contract(path, preprocessing, describe_onnx(path), source, quantization, contract.get("thresholds"))
         report["static"] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
@@ -252,13 +251,12 @@ def _finetune_onnx(
     (docemb.quantize.pt2e_onnx) replaces onnxruntime's post-training file if it drifts less;
     `quantization` (the contract record) is updated in place."""
     from docemb.contract import describe_onnx
-    from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE, front_modules
+    from docemb.edge_model import front_modules
     from docemb.embedders import onnx_embedder
     from docemb.errors import DocembError
     from docemb.model import load_model
     from docemb.quantize.calibration import finetune_images
     from docemb.quantize.pt2e_onnx import finetuned_onnx
-    from docemb.quantize.qat import QatPlan
 
     checkpoint = contract["source"].get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_file():
@@ -268,10 +266,10 @@ def _finetune_onnx(
         print(f"  static: no fine-tune: {message}")
         return
     model = load_model(checkpoint)
-    front_stride = DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
+    front_stride = _float_front_stride(args)
     described = describe_onnx(float_path)
     io_names = (described["input"]["name"], described["output"]["name"])
-    plan = QatPlan(finetune_images(args.calib, args.qat_images), preprocessing, QatSettings(steps=args.qat_steps, lr=args.qat_lr))
+    plan = _qat_plan(args, preprocessing, finetune_images(args.calib, args.qat_images))
     reference = onnx_embedder(float_path)(validation)
     measure = partial(_print_drift, reference=reference, validation=validation, target=target)
 
@@ -284,7 +282,7 @@ def _finetune_onnx(
         del quantization["float_nodes"]
         quantization |= {
             "scheme": "PT2E static QDQ int8, quantization-aware fine-tuned",
-            "calibration": {"method": "histogram", "images": len(calibration), "folders": [str(f) for f in args.calib]},
+            "calibration": _histogram_calibration(args, calibration),
             "float_front": front_modules(model.backbone, front_stride, model.config.input_size),
             "drift": drift,
         }
@@ -294,12 +292,11 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     """int8 .tflite files from the checkpoint the float file's contract names (docemb.quantize.tflite)."""
     from docemb.atomic import write_json
     from docemb.contract import builtin_normalization, describe_model, write_contract
-    from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE, front_modules
+    from docemb.edge_model import front_modules
     from docemb.embedders import model_embedder
     from docemb.errors import DocembError
     from docemb.litert import delegation, op_counts
     from docemb.model import load_model
-    from docemb.quantize.qat import QatPlan
     from docemb.quantize.sensitivity import DriftTarget
     from docemb.quantize.tflite import quantize_tflite
 
@@ -313,7 +310,7 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
     model = load_model(checkpoint)
     layout = contract["input"]["layout"]
     calibration, validation = _calibration_sets(args, preprocessing) if {"static", "full"} & set(args.include) else (None, None)
-    front_stride = DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
+    front_stride = _float_front_stride(args)
     reference = model_embedder(float_path)(validation) if validation is not None else None
     target = DriftTarget(*args.drift_target)
     finetune_pool: list | None = None  # loaded once, for the first kind that needs it
@@ -333,17 +330,13 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
             measure = partial(_print_drift, reference=reference, validation=validation, target=target)
             drift = measure(kind, path)
             if kind != "dynamic":
-                quantization["calibration"] = {
-                    "method": "histogram",
-                    "images": len(calibration),
-                    "folders": [str(f) for f in args.calib],
-                }
-                if args.qat == "always" or (args.qat == "auto" and not target.met(drift)):
+                quantization["calibration"] = _histogram_calibration(args, calibration)
+                if _wants_finetune(args, target, drift):
                     if finetune_pool is None:
                         from docemb.quantize.calibration import finetune_images
 
                         finetune_pool = finetune_images(args.calib, args.qat_images)
-                    plan = QatPlan(finetune_pool, preprocessing, QatSettings(steps=args.qat_steps, lr=args.qat_lr))
+                    plan = _qat_plan(args, preprocessing, finetune_pool)
 
                     def write_tuned(tuned: Path) -> None:
                         quantize_tflite(model, tuned, calibration, layout, float_input, float_front, qat=plan)
@@ -380,6 +373,26 @@ def _print_drift(label: str, path: Path, *, reference, validation, target: Drift
         f"  {label}: cos to float mean {drift['cos_mean']:.4f} min {drift['cos_min']:.4f} on {len(validation)} images (target {met})"
     )
     return drift
+
+
+def _wants_finetune(args: argparse.Namespace, target: DriftTarget, post_training: dict[str, float]) -> bool:
+    """--qat always, or auto where post-training int8 misses the drift target."""
+    return args.qat == "always" or (args.qat == "auto" and not target.met(post_training))
+
+
+def _qat_plan(args: argparse.Namespace, preprocessing, images: list) -> QatPlan:
+    return QatPlan(images, preprocessing, QatSettings(steps=args.qat_steps, lr=args.qat_lr))
+
+
+def _histogram_calibration(args: argparse.Namespace, calibration) -> dict:
+    """The contract's record of PT2E's histogram calibration (TFLite int8, fine-tuned ONNX)."""
+    return {"method": "histogram", "images": len(calibration), "folders": [str(f) for f in args.calib]}
+
+
+def _float_front_stride(args: argparse.Namespace) -> int:
+    from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE
+
+    return DEFAULT_FLOAT_FRONT_STRIDE if args.float_front is None else args.float_front
 
 
 def _finetune(

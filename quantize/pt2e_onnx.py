@@ -19,7 +19,6 @@ step, as they do inside onnxruntime's and TFLite's integer kernels anyway.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,8 @@ from docemb.edge_model import DEFAULT_FLOAT_FRONT_STRIDE
 from docemb.model import EmbeddingModel
 from docemb.quantize.pt2e import int8_graph, quiet_imports
 from docemb.quantize.qat import QatPlan
+from docemb.torch_to_onnx import export_legacy
 
-OPSET = 17  # the legacy exporter's opset, as for the float ONNX (docemb.export)
 # the quantizer's weights are symmetric int8 on [-127, 127]; ONNX's exporter only takes
 # [-128, 127]; store_weights_int8 clips to the quantizer's range again, so the file holds its values
 WEIGHT_RANGE = (-127, 127)
@@ -96,19 +95,7 @@ def export_fake_quantized(graph: torch.nn.Module, path: str | os.PathLike, input
     freeze_fake_quantize(graph)
     move_exported_model_to_eval(graph)
     allow_exported_model_train_eval(graph)  # the legacy exporter calls .eval()
-    input_name, output_name = io_names
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(
-            graph,
-            (torch.zeros(1, 3, input_size, input_size),),
-            str(path),
-            input_names=[input_name],
-            output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    export_legacy(graph, torch.zeros(1, 3, input_size, input_size), path, io_names)
 
 
 def to_runtime_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
