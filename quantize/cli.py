@@ -12,10 +12,12 @@ from docemb.quantize.qat import QatPlan, QatSettings
 
 if TYPE_CHECKING:
     from docemb.layer_drift import LayerError
+    from docemb.quantize.pt2e_sensitivity import LayerCost
     from docemb.quantize.sensitivity import DriftTarget, MixedPrecision
 
 ONNX_KINDS = ("dynamic", "static")
-# layer-by-layer errors keep every activation of two models in memory: a few MB per image
+# layer-by-layer errors keep every activation of two models in memory: a few MB per image, and
+# TFLite's cost per layer runs the validation images once per layer
 LAYER_ERROR_IMAGES = 128
 # TFLite's static keeps a float front (docemb.edge_model); full is int8 from input to head
 TFLITE_KINDS = ("dynamic", "static", "full")
@@ -206,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
             "drift": mixed.drift if mixed else results[best],
         }
         write_json(
-            out / f"{stem}_int8_static_layers.json",
+            _beside(path, "layers"),
             {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None},
         )
         if _wants_finetune(args, target, quantization["drift"]):
@@ -214,7 +216,7 @@ def run(args: argparse.Namespace) -> None:
         write_contract(path, preprocessing, describe_onnx(path), source, quantization, contract.get("thresholds"))
         report["static"] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    write_json(out / f"{stem}_quantize_report.json", report)
+    write_json(_beside(out / float_path.name, "quantize_report"), report)
 
 
 def _print_sensitivity(errors: list[LayerError], mixed: MixedPrecision | None, top: int = 5) -> None:
@@ -331,6 +333,8 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
             drift = measure(kind, path)
             if kind != "dynamic":
                 quantization["calibration"] = _histogram_calibration(args, calibration)
+                if not target.met(drift):
+                    _tflite_layer_costs(model, calibration, validation, layout, float_front, _beside(path, "layers"))
                 if _wants_finetune(args, target, drift):
                     if finetune_pool is None:
                         from docemb.quantize.calibration import finetune_images
@@ -353,7 +357,44 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
         write_contract(path, preprocessing, describe_model(path), source, quantization, contract.get("thresholds"))
         report[kind] = {"file": path.name, "size_bytes": path.stat().st_size, **quantization}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; {delegated.summary()})")
-    write_json(out / f"{float_path.stem}_quantize_report.json", report)
+    write_json(_beside(out / float_path.name, "quantize_report"), report)
+
+
+def _beside(path: Path, what: str) -> Path:
+    """A JSON report beside `path` named after the whole file name, as its contract is: an ONNX
+    and a TFLite file of the same stem share a folder."""
+    return path.with_name(f"{path.name}.{what}.json")
+
+
+def _tflite_layer_costs(model, calibration, validation, layout: str, float_front: int, report: Path, top: int = 5) -> None:
+    """Where post-training int8 TFLite misses the target: each layer's cost (its activations in
+    float, the rest int8; docemb.quantize.pt2e_sensitivity), the worst printed, all written
+    to `report`."""
+    from dataclasses import asdict
+
+    from docemb.atomic import write_json
+    from docemb.quantize.pt2e_sensitivity import layer_costs
+
+    all_int8, costs = layer_costs(model, calibration, validation[:LAYER_ERROR_IMAGES], layout, float_front)
+    _print_layer_costs(all_int8, costs, top)
+    write_json(
+        report,
+        {
+            "validation_images": min(len(validation), LAYER_ERROR_IMAGES),
+            "all_int8": all_int8,
+            "layers": [asdict(c) for c in costs],
+        },
+    )
+
+
+def _print_layer_costs(all_int8: dict[str, float], costs: list[LayerCost], top: int) -> None:
+    print(
+        f"  layers whose int8 activations cost the most (of {len(costs)}; cosine to float gained with that layer in float, "
+        f"all int8: mean {all_int8['cos_mean']:.4f} min {all_int8['cos_min']:.4f}):"
+    )
+    print(f"  {'mean':>7} {'min':>7}  layer")
+    for cost in costs[:top]:
+        print(f"  {cost.gain_mean:+.4f} {cost.gain_min:+.4f}  {cost.layer}")
 
 
 def _print_drift(label: str, path: Path, *, reference, validation, target: DriftTarget) -> dict[str, float]:

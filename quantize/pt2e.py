@@ -60,17 +60,14 @@ def int8_graph(
     model; with `calibration=None` it is annotated for dynamic-range int8. `what` names the
     output in errors; `split_hardswish` is docemb.edge_model's (XNNPACK wants it, onnxruntime
     does not)."""
-    try:
-        with quiet_imports():
-            from litert_torch.quantize import pt2e_quantizer
-            from torchao.quantization.pt2e import quantize_pt2e
-            from torchao.quantization.pt2e.utils import _fuse_conv_bn_
-    except ImportError:
-        raise DocembError(f"{what}: int8 through PT2E needs litert-torch; {EXTRA_HINT}") from None
-
     dynamic = calibration is None
     if qat is not None and dynamic:
         raise DocembError(f"{what}: quantization-aware fine-tuning is for static int8; give calibration images")
+    if qat is not None:
+        graph, quantizer, teacher = fake_quantized_graph(model, calibration, layout, float_front_stride, what, split_hardswish)
+        qat_finetune(graph, teacher, qat, lambda batch: to_layout(batch, layout))
+        return graph, quantizer
+    quantize_pt2e, _ = _pt2e_modules(what)
     module = edge_model(
         model,
         int8=not dynamic,
@@ -79,39 +76,70 @@ def int8_graph(
         split_hardswish=split_hardswish,
     )
     sample = sample_input(model.config.input_size, layout)
-    quantizer = _quantizer(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-    if qat is None:
-        graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
-        with torch.no_grad():
-            if dynamic:
-                graph(sample)  # per-channel weight observers need one pass to see their weights
-            else:
-                _calibrate(graph, calibration, layout)
-        return graph, quantizer
+    quantizer = _quantizer(_config(is_dynamic=dynamic))
+    graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
+    with torch.no_grad():
+        if dynamic:
+            graph(sample)  # per-channel weight observers need one pass to see their weights
+        else:
+            _calibrate(graph, calibration, layout)
+    return graph, quantizer
 
+
+def fake_quantized_graph(
+    model: EmbeddingModel,
+    calibration: np.ndarray,
+    layout: Layout,
+    float_front_stride: int,
+    what: str = "int8",
+    split_hardswish: bool = True,
+):
+    """Static int8 `model` as a graph of fake-quantize modules at the post-training (histogram)
+    ranges, batch size free, ready to train or to switch layers to float; returns the graph,
+    its quantizer and the float module it computes (the fine-tune's teacher)."""
+    quantize_pt2e, fuse_conv_bn = _pt2e_modules(what)
+    module = edge_model(model, int8=True, float_front_stride=float_front_stride, layout=layout, split_hardswish=split_hardswish)
+    sample = sample_input(model.config.input_size, layout)
     teacher = copy.deepcopy(module)  # training updates the graph's weights in place
-    # trained in batches: exported with a free batch size (traced at 1, it would be fixed),
-    # BatchNorm folded into the convs first, as prepare_pt2e does
+    # exported with a free batch size (traced at 1, it would be fixed), BatchNorm folded into
+    # the convs first, as prepare_pt2e does
     batch = torch.export.Dim("batch", min=1, max=1024)
     batch_sample = sample.expand(2, *sample.shape[1:])
     exported = torch.export.export(module, (batch_sample,), dynamic_shapes=({0: batch},)).module()
-    _fuse_conv_bn_(exported)
+    fuse_conv_bn(exported)
     with warnings.catch_warnings():  # torch's own pytree code trips its LeafSpec deprecation when copied
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        post_training = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), quantizer)
+        post_training = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), _quantizer(_config(is_dynamic=False)))
     with torch.no_grad():
         _calibrate(post_training, calibration, layout)
     # fake-quantize modules on the post-training patterns: litert-torch's QAT-only conv+BN
     # annotators fail under this torchao (they hand torch.export a function), and BatchNorm
     # is folded already, so those patterns would match nothing
-    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
-    quantizer = _quantizer(dataclasses.replace(config, is_qat=False))
+    quantizer = _quantizer(dataclasses.replace(_config(is_dynamic=False, is_qat=True), is_qat=False))
     graph = quantize_pt2e.prepare_qat_pt2e(exported, quantizer)
     with torch.no_grad():
         graph(sample)  # weight observers see their weights; activation ranges are set next
     start_from_post_training_ranges(graph, post_training)
-    qat_finetune(graph, teacher, qat, lambda batch: to_layout(batch, layout))
-    return graph, quantizer
+    return graph, quantizer, teacher
+
+
+def _pt2e_modules(what: str):
+    """torchao's PT2E entry points and its conv+BN folding, or a clear error naming `what`."""
+    try:
+        with quiet_imports():
+            from litert_torch.quantize import pt2e_quantizer  # noqa: F401  (what _quantizer and _config build on)
+            from torchao.quantization.pt2e import quantize_pt2e
+            from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+    except ImportError:
+        raise DocembError(f"{what}: int8 through PT2E needs litert-torch; {EXTRA_HINT}") from None
+    return quantize_pt2e, _fuse_conv_bn_
+
+
+def _config(is_dynamic: bool, is_qat: bool = False):
+    """litert-torch's int8 config: weights symmetric per channel, activations per tensor."""
+    from litert_torch.quantize import pt2e_quantizer
+
+    return pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=is_dynamic, is_qat=is_qat)
 
 
 def _quantizer(config):

@@ -6,6 +6,7 @@ import pytest
 
 from docemb.cli import main
 from docemb.quantize.calibration import calibration_pool
+from docemb.quantize.sensitivity import DriftTarget
 
 
 def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
@@ -127,6 +128,10 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
     assert (tmp_path / "bench" / "latency_vs_drift.png").stat().st_size > 0
     static_onnx = json.loads((models / "model_int8_static.onnx.contract.json").read_text())["quantization"]
     assert static_onnx["calibration"]["method"] in ("minmax", "entropy", "percentile") and "qat" not in static_onnx
+    assert (models / "model_int8_static.onnx.layers.json").is_file()
+    reports = {name: json.loads((models / f"{name}.quantize_report.json").read_text()) for name in ("model.onnx", "model.tflite")}
+    assert set(reports["model.onnx"]) == {"float_model", "dynamic", "static"}  # the TFLite run's report is its own
+    assert set(reports["model.tflite"]) == {"float_model", "dynamic", "static", "full"}
     tuned_onnx = json.loads((tmp_path / "onnx_qat" / "model_int8_static.onnx.contract.json").read_text())["quantization"]
     qat = tuned_onnx["qat"]  # the fine-tuned QDQ file replaces onnxruntime's only if it drifts less
     assert qat["steps"] == 3 and tuned_onnx["drift"] == (qat["fine_tuned_drift"] if qat["kept"] else qat["post_training_drift"])
@@ -147,6 +152,12 @@ def test_train_export_quantize_bench(synth_train, synth_eval, tmp_path):
         assert qat["steps"] == 3 and qat["images"] == min(8, len(calibration_pool([synth_train])))
         assert quantization["drift"] == (qat["fine_tuned_drift"] if qat["kept"] else qat["post_training_drift"])
         assert "quantization-aware fine-tune (3 steps" in (models / f"model_int8_{kind}.tflite.card.md").read_text()
+        # a file that missed the target post-training gets its layers' int8 cost, worst first
+        layers = models / f"model_int8_{kind}.tflite.layers.json"
+        assert layers.exists() == (not DriftTarget().met(qat["post_training_drift"]))
+        if layers.exists():
+            costs = json.loads(layers.read_text())["layers"]
+            assert costs and [c["gain_min"] for c in costs] == sorted((c["gain_min"] for c in costs), reverse=True)
     assert not list(models.glob("*.qat.tflite"))
     assert "qat" not in json.loads((models / "model_int8_dynamic.tflite.contract.json").read_text())["quantization"]
     assert "float front (stem and first blocks, input float32): conv_stem, bn1, act1, blocks.0" in static_card
