@@ -333,8 +333,11 @@ def _run_tflite(args: argparse.Namespace, float_path: Path, contract: dict, prep
             drift = measure(kind, path)
             if kind != "dynamic":
                 quantization["calibration"] = _histogram_calibration(args, calibration)
-                if not target.met(drift):
-                    _tflite_layer_costs(model, calibration, validation, layout, float_front, _beside(path, "layers"))
+                layers_report = _beside(path, "layers")
+                if target.met(drift):
+                    layers_report.unlink(missing_ok=True)  # an earlier run's, for another file
+                else:
+                    _tflite_layer_costs(model, calibration, validation, layout, float_front, layers_report)
                 if _wants_finetune(args, target, drift):
                     if finetune_pool is None:
                         from docemb.quantize.calibration import finetune_images
