@@ -24,7 +24,7 @@ from docemb.edge_model import FloatFront, Layout, edge_model, sample_input
 from docemb.errors import DocembError
 from docemb.litert import EXTRA_HINT
 from docemb.model import EmbeddingModel, L2Normalize
-from docemb.quantize.qat import QatPlan, qat_finetune
+from docemb.quantize.qat import QatPlan, observe_weight_ranges, qat_finetune
 
 
 @contextlib.contextmanager
@@ -94,8 +94,8 @@ def fake_quantized_graph(
     what: str = "int8",
     split_hardswish: bool = True,
 ):
-    """Static int8 `model` as a graph of fake-quantize modules at the post-training (histogram)
-    ranges, batch size free, ready to train or to switch layers to float; returns the graph,
+    """Static int8 `model` as a graph of fake-quantize modules fixed at the post-training
+    (histogram) ranges, batch size free, ready to train or to switch layers to float; returns the graph,
     its quantizer and the float module it computes (the fine-tune's teacher)."""
     quantize_pt2e, fuse_conv_bn = _pt2e_modules(what)
     module = edge_model(model, int8=True, float_front_stride=float_front_stride, layout=layout, split_hardswish=split_hardswish)
@@ -120,6 +120,7 @@ def fake_quantized_graph(
     with torch.no_grad():
         graph(sample)  # weight observers see their weights; activation ranges are set next
     start_from_post_training_ranges(graph, post_training)
+    observe_weight_ranges(graph, False)  # fixed ranges: measured as they are, until a fine-tune frees the weights' ranges
     return graph, quantizer, teacher
 
 

@@ -19,6 +19,7 @@ step, as they do inside onnxruntime's and TFLite's integer kernels anyway.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,10 @@ def store_weights_int8(graph: onnx.GraphProto) -> None:
     (exact)."""
     constants = _constants(graph)
     initializers = {tensor.name for tensor in graph.initializer}
+    dequantizers = defaultdict(list)
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear":
+            dequantizers[node.input[0]].append(node)
     folded = []
     for node in graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] not in initializers:
@@ -140,9 +145,8 @@ def store_weights_int8(graph: onnx.GraphProto) -> None:
         quantized = np.clip(steps, *WEIGHT_RANGE).astype(np.int8)
         name = f"{node.input[0]}_int8"
         graph.initializer.append(numpy_helper.from_array(quantized, name))
-        for consumer in graph.node:
-            if consumer.op_type == "DequantizeLinear" and consumer.input[0] == node.output[0]:
-                consumer.input[0] = name
+        for consumer in dequantizers[node.output[0]]:
+            consumer.input[0] = name
         folded.append(node)
     for node in folded:
         graph.node.remove(node)

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from docemb.edge_model import Layout
+from docemb.embedders import torch_embedder
 from docemb.evaluation import cosine_drift
 from docemb.model import EmbeddingModel
 from docemb.quantize.pt2e import fake_quantized_graph, quiet_imports, to_layout
@@ -41,10 +42,8 @@ def layer_costs(
     """The all-int8 drift of the static graph (float front up to `float_front_stride`; 0 for
     full integer) on `validation`, and every layer's cost, the one whose float outputs raise
     the minimum cosine most first."""
-    with torch.no_grad():
-        reference = _embed(model.eval(), validation, "NCHW")
+    reference = torch_embedder(model)(validation)
     graph, _, _ = fake_quantized_graph(model, calibration, layout, float_front_stride)
-    freeze_ranges(graph)
     layers = activation_quantizers_by_layer(graph)
     all_int8 = cosine_drift(reference, _embed(graph, validation, layout))
     costs = []
@@ -57,17 +56,6 @@ def layer_costs(
         gains = drift["cos_mean"] - all_int8["cos_mean"], drift["cos_min"] - all_int8["cos_min"]
         costs.append(LayerCost(layer, len(quantizers), drift, *gains))
     return all_int8, sorted(costs, key=lambda c: (c.gain_min, c.gain_mean), reverse=True)
-
-
-def freeze_ranges(graph: torch.nn.Module) -> None:
-    """Every fake-quantize keeps its scale and zero point: its observer would otherwise move
-    the activation ranges towards the min and max of whatever it is measured on."""
-    with quiet_imports():
-        from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-
-    for module in graph.modules():
-        if isinstance(module, FakeQuantizeBase):
-            module.disable_observer()
 
 
 def activation_quantizers_by_layer(graph: torch.fx.GraphModule) -> dict[str, list[torch.nn.Module]]:

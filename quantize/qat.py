@@ -58,9 +58,10 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, relation_wei
     return pointwise + relation_weight * relation
 
 
-def _observe_weights(graph: nn.Module, enabled: bool) -> None:
-    """Weight ranges (per channel) follow the weights while `enabled`; activation ranges stay
-    where calibration put them (docemb.quantize.pt2e.start_from_post_training_ranges)."""
+def observe_weight_ranges(graph: nn.Module, enabled: bool) -> None:
+    """Weight ranges (per channel) follow the weights while `enabled`, else every range stays
+    fixed; activation ranges always stay where calibration put them
+    (docemb.quantize.pt2e.start_from_post_training_ranges)."""
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
     for module in graph.modules():
@@ -92,11 +93,11 @@ def qat_finetune(
     observe_steps = int(settings.steps * settings.observe_share)
     half = max(1, settings.batch_size // 2)
     losses: list[float] = []
-    _observe_weights(graph, True)
+    observe_weight_ranges(graph, True)
     progress = tqdm(range(settings.steps), desc="int8 fine-tune", unit="step", leave=False)
     for step in progress:
         if step == observe_steps:
-            _observe_weights(graph, False)
+            observe_weight_ranges(graph, False)
         for group in optimizer.param_groups:  # cosine decay to zero
             group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
         chosen = rng.choice(len(images), size=min(half, len(images)), replace=False)
@@ -110,5 +111,5 @@ def qat_finetune(
         optimizer.step()
         losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.5f}")
-    _observe_weights(graph, False)
+    observe_weight_ranges(graph, False)
     return losses

@@ -13,7 +13,7 @@ from docemb.evaluation import cosine_drift  # noqa: E402
 from docemb.litert import tflite_embedder  # noqa: E402
 from docemb.quantize.calibration import calibration_inputs  # noqa: E402
 from docemb.quantize.pt2e import fake_quantized_graph, to_layout  # noqa: E402
-from docemb.quantize.pt2e_sensitivity import INPUT, activation_quantizers_by_layer, freeze_ranges, layer_costs  # noqa: E402
+from docemb.quantize.pt2e_sensitivity import INPUT, activation_quantizers_by_layer, layer_costs  # noqa: E402
 from docemb.quantize.tflite import quantize_tflite  # noqa: E402
 
 
@@ -66,7 +66,6 @@ def test_the_graph_measured_is_the_tflite_file_up_to_integer_arithmetic(trained_
         probe
     )
     graph, _, _ = fake_quantized_graph(trained_model, calibration, "NHWC", float_front_stride=0)
-    freeze_ranges(graph)
     with torch.no_grad():
         simulated = graph(to_layout(probe, "NHWC")).numpy()
         reference = trained_model.eval()(torch.from_numpy(probe)).numpy()
