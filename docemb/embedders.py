@@ -11,6 +11,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from docemb.preprocess import Preprocessing
+
 Embedder = Callable[[np.ndarray], np.ndarray]
 
 
@@ -56,3 +58,23 @@ def onnx_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:
         return session.run(None, {input_name: batch})[0]
 
     return run
+
+
+def load_embedder(path: str | os.PathLike, threads: int | None = None) -> tuple[Embedder, Preprocessing]:
+    """Any model docemb makes, by its suffix: a .safetensors checkpoint (run in torch) or an
+    exported .onnx / .tflite (preprocessing from the contract beside it)."""
+    from docemb.preprocess import Preprocessing  # noqa: F811  (at run time; the top import is for type checkers)
+
+    path = Path(path)
+    threads = threads or os.cpu_count() or 1
+    if path.suffix == ".safetensors":
+        import torch
+
+        from docemb.model import load_model
+
+        torch.set_num_threads(threads)
+        model = load_model(path)
+        return torch_embedder(model), model.preprocessing
+    from docemb.contract import read_contract
+
+    return model_embedder(path, threads), Preprocessing.from_dict(read_contract(path)["preprocessing"])

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from docemb.capture import simulate_capture
 from docemb.embedders import Embedder
 from docemb.imageio import OnError, list_images, load_images
-from docemb.photo import distort, photo_distortion
 from docemb.preprocess import Preprocessing, stack_inputs
 
 EVAL_MAX_SIDE = 512  # queries are distorted at about phone-crop resolution, then resized
@@ -49,16 +49,17 @@ def build_eval_set(
     limit: int | None = None,
     on_error: OnError = "raise",
 ) -> EvalSet:
-    """Templates are the images in `folder` (or in `folder/templates` when it has one)."""
+    """Templates are the images in `folder` (or in `folder/templates` when it has one); queries
+    are simulated phone captures (docemb.capture) at `strength`, seeded."""
     folder = Path(folder)
     root = folder / "templates" if (folder / "templates").is_dir() else folder
     paths = list_images(root)[:limit]
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE, on_error=on_error)
-    pipeline = photo_distortion(strength, seed=seed)
+    rng = np.random.default_rng(seed)
     queries, labels = [], []
     for index, image in enumerate(tqdm(images, desc=f"queries {folder.name}", leave=False, unit="img")):
         for _ in range(queries_per_template):
-            queries.append(preprocessing.resize(distort(image, pipeline)))
+            queries.append(preprocessing.resize(simulate_capture(image, strength, rng)))
             labels.append(index)
     return EvalSet(
         name=f"{folder.parent.name}/{folder.name}",

@@ -1,0 +1,182 @@
+"""`docemb evaluate`: how well models match simulated phone captures, at every capture strength.
+
+For each eval folder and strength (docemb.capture: mild, medium, strong, hard) every model
+embeds the same seeded captures. Reported per group of templates (pages, near-duplicate second
+pages, cards, ...: the `kind` column of a manifest.csv in or above the folder, else the file
+name's leading letters): Recall@1/@5; and, when the folder has an `unknown/` set, open-set
+identification: the threshold that lets 1 % of captures of unknown documents through, and the
+share of known captures matched to the right template above it (TPR at FPR 1e-2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from docemb.atomic import write_json
+from docemb.capture import CAPTURE_STRENGTHS
+from docemb.errors import DocembError
+from docemb.evaluation import EvalSet, build_eval_set, embed_resized, top_k_indices
+from docemb.preprocess import Preprocessing
+
+OPEN_SET_FPR = 1e-2
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """One model on one eval set at one strength, for one group of templates ('all' = every one)."""
+
+    model: str
+    eval_set: str
+    strength: str
+    group: str
+    queries: int
+    recall_at_1: float
+    recall_at_5: float
+    tpr_at_fpr: float | None  # open-set TPR at OPEN_SET_FPR, None without impostors
+    threshold: float | None
+
+
+def template_kinds(folder: Path, template_names: list[str]) -> list[str]:
+    """Each template's kind: from a manifest.csv (name, kind columns) in `folder/templates`,
+    `folder` or above it, else the leading letters of its file name (page0003 -> page)."""
+    for manifest in (folder / "templates" / "manifest.csv", folder / "manifest.csv", folder.parent / "manifest.csv"):
+        if manifest.is_file():
+            with open(manifest, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            if rows and {"name", "kind"} <= set(rows[0]):
+                kinds = {Path(row["name"]).stem: row["kind"] for row in rows}
+                if all(Path(name).stem in kinds for name in template_names):
+                    return [kinds[Path(name).stem] for name in template_names]
+    return [re.match(r"[A-Za-z_-]*", Path(name).stem).group(0).strip("_-") or "other" for name in template_names]
+
+
+def open_set(best: np.ndarray, correct: np.ndarray, impostor_best: np.ndarray, fpr: float = OPEN_SET_FPR) -> tuple[float, float]:
+    """(TPR, threshold): the threshold lets at most `fpr` of impostor captures through; TPR is the
+    share of known captures whose best template is right and scores above it."""
+    descending = np.sort(impostor_best)[::-1]
+    threshold = float(descending[min(int(np.floor(fpr * len(descending))), len(descending) - 1)])
+    return float(np.mean(correct & (best > threshold))), threshold
+
+
+def _rows(
+    model: str,
+    eval_set: EvalSet,
+    strength: str,
+    kinds: list[str],
+    templates: np.ndarray,
+    queries: np.ndarray,
+    impostors: np.ndarray | None,
+) -> list[QualityRow]:
+    top = top_k_indices(queries, templates, 5)
+    scores = queries @ templates.T
+    best, correct = scores.max(axis=1), top[:, 0] == eval_set.query_labels
+    impostor_best = (impostors @ templates.T).max(axis=1) if impostors is not None else None
+    query_kinds = np.asarray(kinds)[eval_set.query_labels]
+    rows = []
+    for group in ["all", *sorted(set(kinds))]:
+        pick = np.ones(len(queries), bool) if group == "all" else query_kinds == group
+        tpr, threshold = open_set(best[pick], correct[pick], impostor_best) if impostor_best is not None else (None, None)
+        rows.append(
+            QualityRow(
+                model,
+                eval_set.name,
+                strength,
+                group,
+                int(pick.sum()),
+                float(correct[pick].mean()),
+                float((top[pick] == eval_set.query_labels[pick, None]).any(axis=1).mean()),
+                tpr,
+                threshold,
+            )
+        )
+    return rows
+
+
+def evaluate_models(
+    models: list[Path],
+    folders: list[Path],
+    strengths: tuple[str, ...] = CAPTURE_STRENGTHS,
+    queries_per_template: int = 2,
+    seed: int = 0,
+) -> list[QualityRow]:
+    """Every model on every folder and strength; all models see the very same captures."""
+    from docemb.embedders import load_embedder
+
+    embedders = {path: load_embedder(path) for path in models}
+    preps = {prep for _, prep in embedders.values()}
+    if len(preps) != 1:
+        raise DocembError("models disagree on preprocessing; evaluate models of one input size together")
+    prep: Preprocessing = preps.pop()
+    rows = []
+    for folder in folders:
+        unknown = folder / "unknown"
+        for strength in strengths:
+            eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed)
+            kinds = template_kinds(folder, eval_set.template_names)
+            impostor_set = (
+                build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1) if unknown.is_dir() else None
+            )
+            for path, (embed, _) in embedders.items():
+                templates = embed_resized(embed, prep, eval_set.templates)
+                queries = embed_resized(embed, prep, eval_set.queries)
+                impostors = embed_resized(embed, prep, impostor_set.queries) if impostor_set else None
+                rows.extend(_rows(path.name, eval_set, strength, kinds, templates, queries, impostors))
+    return rows
+
+
+def format_table(rows: list[QualityRow]) -> str:
+    lines = [
+        f"{'model':<34} {'eval set':<20} {'strength':<8} {'group':<14} {'queries':>7} {'R@1':>6} {'R@5':>6} {'TPR@1e-2':>8} {'thresh':>7}"
+    ]
+    for row in rows:
+        tpr = f"{row.tpr_at_fpr:8.3f}" if row.tpr_at_fpr is not None else f"{'-':>8}"
+        threshold = f"{row.threshold:7.3f}" if row.threshold is not None else f"{'-':>7}"
+        lines.append(
+            f"{row.model[-34:]:<34} {row.eval_set[-20:]:<20} {row.strength:<8} {row.group[:14]:<14} {row.queries:>7} "
+            f"{row.recall_at_1:6.3f} {row.recall_at_5:6.3f} {tpr} {threshold}"
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: list[QualityRow]) -> dict[str, dict[str, float]]:
+    """Per model and eval set: Recall@1 over every strength and at the hard one (the issue's two bars)."""
+    result: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row.group == "all":
+            key = f"{row.model} {row.eval_set}"
+            result.setdefault(key, {})[row.strength] = row.recall_at_1
+    for values in result.values():
+        values["mean over strengths"] = float(np.mean([values[s] for s in CAPTURE_STRENGTHS if s in values]))
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "models", nargs="+", type=Path, help="docemb checkpoints (.safetensors) or exported .onnx / .tflite models"
+    )
+    parser.add_argument(
+        "--data", nargs="+", type=Path, required=True, help="eval folders (templates/ and optional unknown/ inside)"
+    )
+    parser.add_argument("--strengths", nargs="+", choices=CAPTURE_STRENGTHS, default=list(CAPTURE_STRENGTHS))
+    parser.add_argument("--queries", type=int, default=2, help="captures per template and strength (default: 2)")
+    parser.add_argument("--out", type=Path, help="write the rows and summary as JSON here")
+
+
+def run(args: argparse.Namespace) -> None:
+    for folder in args.data:
+        if not folder.is_dir():
+            raise DocembError(f"{folder}: eval folder not found")
+    rows = evaluate_models(args.models, args.data, tuple(args.strengths), args.queries)
+    print(format_table(rows))
+    print()
+    for key, values in summary(rows).items():
+        print(f"{key}: " + "  ".join(f"{name} {value:.3f}" for name, value in values.items()))
+    if args.out:
+        write_json(args.out, {"rows": [asdict(row) for row in rows], "summary": summary(rows)})
+        print(f"wrote {args.out}")

@@ -1,0 +1,57 @@
+"""`docemb evaluate`: open-set TPR, groups of templates, every strength for every model."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from docemb.benchmark.quality import evaluate_models, format_table, open_set, summary, template_kinds
+from docemb.capture import CAPTURE_STRENGTHS
+from docemb.model import save_model
+
+
+def test_open_set_threshold_lets_one_percent_of_impostors_through():
+    impostors = np.linspace(0.0, 0.99, 100)  # best scores of 100 unknown captures
+    threshold_tpr, threshold = open_set(np.array([0.995, 0.985, 0.999]), np.array([True, True, False]), impostors)
+    assert threshold == pytest.approx(0.98)  # one impostor (0.99) above it
+    assert threshold_tpr == pytest.approx(2 / 3)  # 0.995 and 0.985 right and above it; 0.999 above but wrong
+
+
+def test_kinds_come_from_a_manifest_above_the_folder_or_from_names(tmp_path):
+    folder = tmp_path / "eval"
+    (folder / "templates").mkdir(parents=True)
+    names = ["page0000.png", "page0001.png", "card0000.png"]
+    assert template_kinds(folder, names) == ["page", "page", "card"]
+    with open(tmp_path / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerows(
+            [
+                ["split", "name", "kind"],
+                ["eval/templates", "page0000", "page"],
+                ["eval/templates", "page0001", "page-near-dup"],
+                ["eval/templates", "card0000", "card"],
+            ]
+        )
+    assert template_kinds(folder, names) == ["page", "page-near-dup", "card"]
+
+
+def test_every_model_strength_and_group_gets_a_row(tmp_path, small_model, synth_eval):
+    folder = tmp_path / "eval"
+    shutil.copytree(synth_eval, folder / "templates")
+    (folder / "unknown").mkdir()
+    for path in sorted((folder / "templates").glob("*.png"))[:2]:  # two templates become unknown documents
+        shutil.move(path, folder / "unknown" / path.name)
+    checkpoint = tmp_path / "small.safetensors"
+    save_model(checkpoint, small_model)
+    rows = evaluate_models([checkpoint], [folder], queries_per_template=1)
+    kinds = set(template_kinds(folder / "templates", [p.name for p in (folder / "templates").glob("*.png")]))
+    assert {(r.strength, r.group) for r in rows} == {(s, g) for s in CAPTURE_STRENGTHS for g in ["all", *kinds]}
+    for row in rows:
+        assert 0 <= row.recall_at_1 <= row.recall_at_5 <= 1
+        assert row.tpr_at_fpr is not None and 0 <= row.tpr_at_fpr <= row.recall_at_1
+    assert "hard" in format_table(rows)
+    means = summary(rows)[f"small.safetensors {rows[0].eval_set}"]
+    assert means["mean over strengths"] == pytest.approx(np.mean([means[s] for s in CAPTURE_STRENGTHS]))
