@@ -1,8 +1,9 @@
 """Phone-photo simulation: what a document looks like after capture and imperfect alignment.
 
-One pipeline serves two purposes: training augmentation (random each time) and evaluation
-queries (seeded, so every model is scored on the same distorted images). Geometry stays small
-(a few degrees, a few percent of crop) so a sample never turns into another of its 24 classes.
+`photo_distortion` is the mild photo pipeline that calibration and golden files use;
+`loose_capture` + `capture_augmentation` train for real captures. Geometry stays within about
+ten degrees and a fifth of the frame, so a sample never turns into another of its 24 classes.
+Evaluation queries come from `docemb.capture`, written apart.
 """
 
 from __future__ import annotations
@@ -58,3 +59,51 @@ def photo_distortion(strength: float | str = "medium", seed: int | None = None) 
 
 def distort(image: np.ndarray, pipeline: A.Compose) -> np.ndarray:
     return pipeline(image=image)["image"]
+
+
+def capture_augmentation(seed: int | None = None) -> A.Compose:
+    """Training augmentation for phone captures, after `loose_capture` has put the document on
+    a background: rotation up to about 10 degrees, occluders, sun-flare glare, colour casts,
+    uneven light, defocus or shake, sensor noise and JPEG. The evaluation's captures
+    (`docemb.capture`) are made by other code with other parameters, so they measure
+    generalisation, not this pipeline."""
+    return A.Compose(
+        [
+            A.Affine(rotate=(-11, 11), shear=(-3, 3), border_mode=cv2.BORDER_REFLECT_101, p=0.7),
+            A.CoarseDropout(
+                num_holes_range=(1, 3), hole_height_range=(0.08, 0.3), hole_width_range=(0.05, 0.2), fill="random_uniform", p=0.35
+            ),
+            A.RandomSunFlare(flare_roi=(0, 0, 1, 1), src_radius=60, num_flare_circles_range=(1, 4), p=0.2),
+            A.Illumination(intensity_range=(0.05, 0.2), p=0.4),
+            A.OneOf([A.PlanckianJitter(), A.RGBShift(r_shift_limit=25, g_shift_limit=25, b_shift_limit=25)], p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=(-0.45, 0.2), contrast_limit=0.3, p=0.7),
+            A.RandomGamma(gamma_limit=(70, 150), p=0.3),
+            A.OneOf(
+                [
+                    A.Defocus(radius=(1, 4), alias_blur=(0.1, 0.3)),
+                    A.MotionBlur(blur_limit=(3, 9)),
+                    A.GaussianBlur(sigma_limit=(0.3, 1.6)),
+                ],
+                p=0.6,
+            ),
+            A.OneOf([A.ISONoise(color_shift=(0.01, 0.05), intensity=(0.1, 0.6)), A.GaussNoise(std_range=(0.01, 0.08))], p=0.6),
+            A.ImageCompression(quality_range=(20, 95), p=0.7),
+        ],
+        seed=seed,
+    )
+
+
+def loose_capture(image: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The document warped into its own frame as a loose crop would leave it: a smaller,
+    slightly tilted quad with `background` (another image of the pool: a desk, other papers)
+    showing at the edges. Same size as `image`."""
+    h, w = image.shape[:2]
+    shrink = rng.uniform(0.0, 0.18, size=4) * np.array([w, h, w, h])  # left, top, right, bottom
+    corners = np.array(
+        [[shrink[0], shrink[1]], [w - shrink[2], shrink[1]], [w - shrink[2], h - shrink[3]], [shrink[0], h - shrink[3]]]
+    )
+    corners += rng.normal(0, 0.02, size=(4, 2)) * np.array([w, h])
+    source = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    warp = cv2.getPerspectiveTransform(source, corners.astype(np.float32))
+    frame = cv2.resize(background, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.warpPerspective(image, warp, (w, h), dst=frame.copy(), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)

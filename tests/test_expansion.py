@@ -29,7 +29,7 @@ def test_variant_geometry_matches_the_documented_order():
 
 def test_labels_are_unique_in_range_and_invertible():
     images = [asymmetric() for _ in range(5)]
-    dataset = ExpandedTemplates(images, Preprocessing(size=32), num_variants=24, augment=False)
+    dataset = ExpandedTemplates(images, Preprocessing(size=32), num_variants=24, augment="none")
     labels = [dataset[i][1] for i in range(len(dataset))]
     assert dataset.num_classes == 5 * 24
     assert sorted(labels) == list(range(5 * 24))
@@ -42,7 +42,7 @@ def test_labels_are_unique_in_range_and_invertible():
 def test_sample_is_the_variant_its_label_names():
     images = [np.random.default_rng(i).integers(0, 255, (40, 24, 3), dtype=np.uint8) for i in range(3)]
     prep = Preprocessing(size=32)
-    dataset = ExpandedTemplates(images, prep, augment=False, work_size=32)
+    dataset = ExpandedTemplates(images, prep, augment="none", work_size=32)
     tensor, label = dataset[2 * 24 + 13]
     image_index, k = split_label(label)
     expected = prep(prep.resize(variant_image(images[image_index], k)))
@@ -50,7 +50,7 @@ def test_sample_is_the_variant_its_label_names():
 
 
 def test_expansion_can_be_switched_off():
-    dataset = ExpandedTemplates([asymmetric()] * 4, Preprocessing(size=32), num_variants=1, augment=False)
+    dataset = ExpandedTemplates([asymmetric()] * 4, Preprocessing(size=32), num_variants=1, augment="none")
     assert dataset.num_classes == 4
     assert [dataset[i][1] for i in range(4)] == [0, 1, 2, 3]
     with pytest.raises(ValueError):
@@ -112,3 +112,15 @@ def test_ranks_split_each_global_batch_without_overlap():
     for step, (a, b) in enumerate(zip(*per_rank)):
         assert not set(classes(a)) & set(classes(b))
         assert a + b == single[2 * step] + single[2 * step + 1]
+
+
+def test_capture_augmentation_puts_a_background_at_the_edges(synth_train):
+    from docemb.imageio import list_images, load_images
+
+    images, _ = load_images(list_images(synth_train), max_side=96)
+    prep = Preprocessing(size=64)
+    clean = ExpandedTemplates(images, prep, augment="none", work_size=72)
+    captured = ExpandedTemplates(images, prep, augment="capture", work_size=72)
+    assert torch.equal(captured[(24, 5)][0], captured[(24, 5)][0])  # seeded
+    edges = [(captured[(24, s)][0] - clean[(24, s)][0])[..., :, :2].abs().mean() for s in range(8)]
+    assert float(np.median(edges)) > 0.3  # about a third of a standard deviation: not the page's own border

@@ -52,7 +52,7 @@ def test_only_sampled_centres_get_gradient():
     index, _ = pfc.sample(labels)
     torch.manual_seed(1)  # the same draw inside forward
     pfc(embeddings, labels).backward()
-    touched = pfc.weight.grad.abs().sum(dim=1).nonzero().flatten()
+    touched = pfc.centre_grad().abs().sum(dim=1).nonzero().flatten()
     assert set(touched.tolist()) <= set(index.tolist())
     assert set(labels.tolist()) <= set(touched.tolist())
 
@@ -108,3 +108,17 @@ def test_arcface_stays_monotonic_past_pi():
     cos = torch.linspace(-1, 1, 201).unsqueeze(1)
     out = margin(cos, torch.zeros(201, dtype=torch.long)).flatten()
     assert torch.all(out[1:] >= out[:-1] - 1e-6)
+
+
+def test_step_centres_moves_only_the_sampled_rows_by_their_gradient():
+    pfc = make_pfc(sample_rate=0.05, imprint=False)
+    before = pfc.weight.detach().clone()
+    labels = torch.randint(0, 1000, (16,))
+    pfc(torch.randn(16, 16), labels).backward()
+    grad = pfc.centre_grad()
+    assert grad.abs().sum() > 0
+    pfc.step_centres(0.5)
+    assert torch.allclose(pfc.weight, before - 0.5 * grad, atol=1e-7)
+    pfc.step_centres(0.5)  # no new backward: nothing moves
+    assert torch.allclose(pfc.weight, before - 0.5 * grad, atol=1e-7)
+    assert not pfc.weight.requires_grad  # the optimizer never sees the dense centres

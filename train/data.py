@@ -8,17 +8,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from docemb.photo import distort, photo_distortion
+from docemb.photo import capture_augmentation, distort, loose_capture, photo_distortion
 from docemb.preprocess import Preprocessing
 from docemb.train.expansion import variant_image
+
+AUGMENTATIONS = ("capture", "photo", "none")
 
 
 class ExpandedTemplates(Dataset):
     """Sample i is variant i % num_variants of template i // num_variants, label i.
 
     Variants are cut from the clean template, stretched to `work_size` (a little above the
-    model's input, so distortion acts on more pixels than the model sees), photo-distorted, then
-    preprocessed exactly as at inference.
+    model's input, so distortion acts on more pixels than the model sees), distorted, then
+    preprocessed exactly as at inference. `augment="capture"` first puts the variant on another
+    image of the pool as a loose crop would (background at the edges), then applies the capture
+    pipeline; `"photo"` is the older, milder photo pipeline; `"none"` trains on clean variants.
     """
 
     def __init__(
@@ -26,18 +30,21 @@ class ExpandedTemplates(Dataset):
         images: Sequence[np.ndarray],
         preprocessing: Preprocessing,
         num_variants: int = 24,
-        augment: bool = True,
+        augment: str = "capture",
         work_size: int = 160,
-        strength: str = "medium",
         seed: int = 0,
     ) -> None:
         if num_variants not in (1, 24):
             raise ValueError("num_variants must be 24 (full expansion) or 1 (no expansion)")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
         self.images = images
         self.preprocessing = preprocessing
         self.num_variants = num_variants
         self.work = Preprocessing(size=work_size)
-        self.pipeline = photo_distortion(strength, seed=seed) if augment else None
+        self.augment = augment
+        pipelines = {"capture": capture_augmentation, "photo": lambda seed: photo_distortion("medium", seed=seed)}
+        self.pipeline = pipelines[augment](seed) if augment != "none" else None
 
     @property
     def num_classes(self) -> int:
@@ -55,6 +62,10 @@ class ExpandedTemplates(Dataset):
         if self.pipeline is not None:
             if seed is not None:
                 self.pipeline.set_random_seed(seed)
+            if self.augment == "capture":
+                rng = np.random.default_rng(seed)
+                background = self.images[int(rng.integers(len(self.images)))]
+                image = loose_capture(image, background, rng)
             image = distort(image, self.pipeline)
         return torch.from_numpy(self.preprocessing(image)), index
 

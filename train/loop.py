@@ -31,7 +31,7 @@ from docemb.evaluation import (
     tpr_at_fpr,
     verification_metrics,
 )
-from docemb.model import EmbeddingModel, build_model, load_pretrained_backbone, save_model
+from docemb.model import EmbeddingModel, ModelConfig, build_model, load_model, load_pretrained_backbone, save_model
 from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig, to_yaml
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates
@@ -140,17 +140,22 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     sources = _load_sources(config, run_dir, runtime.is_main)
     pool = TemplatePool(sources)
     model_config = config.model_config()
-    model = build_model(model_config, seed=config.seed)
-    if config.pretrained:
-        load_pretrained_backbone(model, config.pretrained)
-    dataset = ExpandedTemplates(pool, model.preprocessing, config.num_variants, work_size=config.work_size, seed=config.seed)
+    model = _initial_model(config, model_config)
+    dataset = ExpandedTemplates(
+        pool, model.preprocessing, config.num_variants, augment=config.augment, work_size=config.work_size, seed=config.seed
+    )
     classes_per_step = config.batch_size // config.views_per_class * runtime.world_size
     if dataset.num_classes < classes_per_step:
         raise DocembError(
             f"{dataset.num_classes} classes do not fill one step of {classes_per_step}: add templates or lower --batch-size"
         )
     eval_sets = (
-        [build_eval_set(folder, model.preprocessing, config.eval_queries, seed=config.seed) for folder in config.eval_data]
+        [
+            build_eval_set(
+                os.path.expanduser(folder), model.preprocessing, config.eval_queries, config.eval_strength, seed=config.seed
+            )
+            for folder in config.eval_data
+        ]
         if runtime.is_main
         else []
     )
@@ -180,8 +185,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         modules["distill"] = distill
     for module in modules.values():
         module.to(device)
+    model.to(memory_format=torch.channels_last)  # depthwise convs run about 1.6x faster so on CPU (measured)
     trained_model = DistributedDataParallel(model) if runtime.world_size > 1 else model
-    head_params = [*pfc.parameters(), *(distill.parameters() if distill else [])]
+    head_params = [p for p in (*pfc.parameters(), *(distill.parameters() if distill else [])) if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
             {"params": model.parameters(), "weight_decay": config.weight_decay},
@@ -230,7 +236,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             dataset, batch_sampler=sampler, num_workers=config.workers, generator=torch.Generator().manual_seed(config.seed)
         )
         losses = []
-        epoch_start = time.perf_counter()
+        epoch_start = waited = time.perf_counter()
+        data_seconds = 0.0  # time the step waited for its batch: augmentation not hidden by the workers
         bar = tqdm(
             loader,
             desc=f"epoch {epoch}/{config.epochs}",
@@ -241,7 +248,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             disable=not runtime.is_main,
         )
         for images, labels in bar:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            data_seconds += time.perf_counter() - waited
+            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 embeddings = trained_model(images)
             loss = pfc(embeddings, labels)
@@ -255,24 +264,30 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], config.grad_clip)
             scaler.step(optimizer)
+            centre_lr = config.centre_lr * scheduler.get_last_lr()[0] / config.lr  # on the same schedule
+            pfc.step_centres(centre_lr / (scaler.get_scale() if scaler.is_enabled() else 1.0))  # fp16: rows' grads are scaled
             scaler.update()
             scheduler.step()
             state.step += 1
             losses.append(loss.item())
             samples += len(labels) * runtime.world_size
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(
+                loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", data=f"{data_seconds / len(losses):.2f}s"
+            )
             if writer is not None:
                 writer.add_scalar("train/loss", losses[-1], state.step)
                 writer.add_scalars("train/terms", terms, state.step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
             if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step % steps_per_epoch:
                 checkpoint()  # mid-epoch; the epoch's end writes its own after evaluation
+            waited = time.perf_counter()
         seconds = time.perf_counter() - epoch_start
         metrics, final_embeddings = evaluate(model, eval_sets)
         row = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
             "images_per_s": len(losses) * config.batch_size * runtime.world_size / max(seconds, 1e-9),
+            "data_wait_share": data_seconds / max(seconds, 1e-9),
             **metrics,
         }
         state.history.append(row)
@@ -314,6 +329,19 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         _print_report(report)
     barrier()
     return run_dir / MODEL_FILE
+
+
+def _initial_model(config: TrainConfig, model_config: ModelConfig) -> EmbeddingModel:
+    """Random weights, a pretrained backbone (--pretrained), or a whole docemb model (--init)."""
+    if config.init:
+        model = load_model(config.init)
+        if model.config != model_config:
+            raise DocembError(f"{config.init}: its model {model.config} differs from this run's {model_config}")
+        return model.train()
+    model = build_model(model_config, seed=config.seed)
+    if config.pretrained:
+        load_pretrained_backbone(model, config.pretrained)
+    return model
 
 
 def _load_sources(config: TrainConfig, run_dir: Path, is_main: bool) -> list[Source]:

@@ -6,6 +6,11 @@ always keeping the centres that are positives in the batch (if the positives alo
 sample, all of them are kept), and the softmax normaliser is reduced across ranks. The softmax
 over this subset approximates the full one, at a fraction of the compute and activation memory
 (An et al., "Partial FC", 2021). With one process no process group is needed.
+
+The centres are not handed to the optimizer: a dense AdamW step over every centre costs more
+than the backbone once there are a few hundred thousand classes (docs/training.md), though a
+step touches only the sampled ones. The sampled rows are a leaf of their own, and
+`step_centres` applies their gradient to those rows alone (plain SGD, as arcface_torch does).
 """
 
 from __future__ import annotations
@@ -107,7 +112,9 @@ class PartialFC(nn.Module):
         self.class_start, self.num_local = shard_range(num_classes, self.rank, self.world_size)
         self.sample_rate = sample_rate
         self.margin = margin
-        self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_dim)))
+        # updated by step_centres, not by the optimizer
+        self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_dim)), requires_grad=False)
+        self._sampled: tuple[torch.Tensor, torch.Tensor] | None = None  # (index, rows leaf) of the last step
         self.imprint_enabled = imprint
         self.imprint_momentum = imprint_momentum
         self.register_buffer("imprinted", torch.zeros(self.num_local, dtype=torch.bool))
@@ -137,7 +144,9 @@ class PartialFC(nn.Module):
 
     def sampled_loss(self, embeddings: torch.Tensor, index: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Margin cross-entropy of the (gathered) batch against the centres `index`."""
-        centres = l2_normalize(self.weight[index])
+        rows = self.weight[index].detach().requires_grad_(torch.is_grad_enabled())
+        self._sampled = (index, rows)
+        centres = l2_normalize(rows)
         cosine = (l2_normalize(embeddings.float()) @ centres.T).clamp(-1, 1)
         logits = self.margin(cosine, target)
         if self.world_size == 1:
@@ -155,6 +164,23 @@ class PartialFC(nn.Module):
         if self.imprint_enabled and self.training:
             self.imprint(embeddings.detach(), labels)
         return self.sampled_loss(embeddings, index, target)
+
+    def centre_grad(self) -> torch.Tensor:
+        """The last backward's gradient of every local centre (zero outside the sample)."""
+        grad = torch.zeros_like(self.weight)
+        if self._sampled is not None and self._sampled[1].grad is not None:
+            grad.index_add_(0, self._sampled[0], self._sampled[1].grad)
+        return grad
+
+    @torch.no_grad()
+    def step_centres(self, lr: float) -> None:
+        """SGD on the centres sampled in the last step, from the gradient of their rows."""
+        if self._sampled is None or self._sampled[1].grad is None:
+            return
+        index, rows = self._sampled
+        if torch.isfinite(rows.grad).all():  # an fp16 step the gradient scaler skips
+            self.weight.index_add_(0, index, rows.grad.to(self.weight.dtype), alpha=-lr)
+        self._sampled = None
 
     @torch.no_grad()
     def imprint(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:

@@ -50,7 +50,7 @@ class SourceSpec:
         kind, sep, path = body.partition(":")
         if not sep or kind not in SOURCE_KINDS:  # no kind given (or a Windows drive letter)
             kind, path = ("pdf" if body.lower().endswith(".pdf") else "folder"), body
-        return cls(kind=kind, path=path, weight=weight)
+        return cls(kind=kind, path=os.path.expanduser(path), weight=weight)
 
 
 @dataclass
