@@ -17,6 +17,8 @@ STAGES = {
     "ablate": ("docemb.train.ablate", "train several configs for the same budget and compare them"),
     "export": ("docemb.export.cli", "export a checkpoint to ONNX and TFLite, each with its preprocessing contract"),
     "quantize": ("docemb.quantize.cli", "int8 post-training quantization of an ONNX or TFLite model"),
+    "index": ("docemb.index_cli", "embed an image collection into an index (resumable; only new or changed files)"),
+    "search": ("docemb.search_cli", "the top-k most similar images of an index for query images"),
     "evaluate": (
         "docemb.benchmark.quality",
         "Recall@1 and open-set TPR of models on simulated phone captures, per strength and kind",

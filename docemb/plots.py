@@ -133,3 +133,25 @@ def score_histogram_grid(scores: dict[str, tuple[np.ndarray, np.ndarray]], path:
     axes.flat[0].legend(fontsize=7)
     figure.suptitle(title or "query-template scores")
     return _save(figure, Path(path))
+
+
+def query_grid(results: list[tuple[str, list[str], list[float]]], path: str | Path, thumb: int = 160) -> Path:
+    """Each row: a query image, then its results with their scores (the output of `docemb search`)."""
+    from docemb.imageio import read_rgb
+
+    k = max((len(paths) for _, paths, _ in results), default=1)
+    figure, axes = plt.subplots(
+        len(results), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(results)), squeeze=False, layout="constrained"
+    )
+    for row, (query, paths, scores) in enumerate(results):
+        axes[row, 0].imshow(read_rgb(query, thumb))
+        axes[row, 0].set_title("query", fontsize=7)
+        for column, (hit, score) in enumerate(zip(paths, scores), start=1):
+            axes[row, column].imshow(read_rgb(hit, thumb))
+            axes[row, column].set_title(f"{score:.3f}", fontsize=7)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if not axis.images:
+            axis.set_axis_off()
+    return _save(figure, Path(path))

@@ -122,3 +122,11 @@ def test_step_centres_moves_only_the_sampled_rows_by_their_gradient():
     pfc.step_centres(0.5)  # no new backward: nothing moves
     assert torch.allclose(pfc.weight, before - 0.5 * grad, atol=1e-7)
     assert not pfc.weight.requires_grad  # the optimizer never sees the dense centres
+
+
+def test_dense_update_leaves_the_centres_to_the_optimizer():
+    pfc = PartialFC(1000, 16, build_margin("cosface", 32.0, 0.25), 0.05, imprint=False, sparse_update=False)
+    labels = torch.randint(0, 1000, (16,))
+    pfc(torch.randn(16, 16), labels).backward()
+    assert pfc.weight.requires_grad and pfc.weight.grad is not None
+    assert torch.equal(pfc.centre_grad(), pfc.weight.grad)

@@ -40,7 +40,9 @@ def test_every_activation_quantizer_belongs_to_one_layer_of_the_model(trained_mo
 
 def test_the_costliest_layer_is_the_one_with_an_outlier_channel(trained_model, synth_train):
     """One channel of a pointwise conv made 50x larger (and the model with it, so float is the
-    reference) stretches that layer's per-tensor int8 range: its activations cost the most."""
+    reference) stretches the per-tensor int8 range of every tensor that carries it: that layer's
+    output, and the next block's depthwise conv (channel by channel) and pointwise conv (which
+    mixes it into all its outputs). One of them costs the most, none of the other layers."""
     model = copy.deepcopy(trained_model)
     norm = model.get_submodule("backbone.blocks.3.0.bn2")
     with torch.no_grad():
@@ -50,7 +52,9 @@ def test_the_costliest_layer_is_the_one_with_an_outlier_channel(trained_model, s
     calibration = calibration_inputs([synth_train], preprocessing, 8, offset=0)
     validation = calibration_inputs([synth_train], preprocessing, 8, offset=1, seed=1)
     all_int8, costs = layer_costs(model, calibration, validation, "NHWC", float_front_stride=8)
-    assert costs[0].layer in {"backbone.blocks.3.0.conv_pw", "backbone.blocks.3.0.bn2.act"}
+    carriers = {"backbone.blocks.3.0.conv_pw", "backbone.blocks.3.0.bn2.act"}
+    carriers |= {f"backbone.blocks.3.1.{name}" for name in ("conv_dw", "bn1.act", "conv_pw", "bn2.act")}
+    assert costs[0].layer in carriers
     assert costs[0].gain_min > 0 and costs[0].drift["cos_min"] > all_int8["cos_min"]
     assert not any(c.layer.startswith(("backbone.blocks.0.", "backbone.conv_stem")) for c in costs)  # the float front
 

@@ -62,7 +62,7 @@ class TrainConfig:
     batch_size: int = 64
     views_per_class: int = 4  # distorted views of each class in a batch
     lr: float = 1e-2
-    centre_lr: float = 0.1  # SGD rate of the sampled PartialFC centres (the optimizer's schedule scales it)
+    centre_lr: float | None = 0.1  # SGD rate of the sampled PartialFC centres, on the schedule; None: dense, in the optimizer
     weight_decay: float = 0.05
     warmup_epochs: float = 0.3
     schedule: str = "cosine"  # cosine | poly

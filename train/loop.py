@@ -174,6 +174,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         config.sample_rate,
         imprint=config.imprint_centres,
         imprint_momentum=config.imprint_momentum,
+        sparse_update=config.centre_lr is not None,
     )
     modules: dict[str, torch.nn.Module] = {"model": model, "pfc": pfc}
     distill, teacher_targets = None, None
@@ -264,8 +265,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], config.grad_clip)
             scaler.step(optimizer)
-            centre_lr = config.centre_lr * scheduler.get_last_lr()[0] / config.lr  # on the same schedule
-            pfc.step_centres(centre_lr / (scaler.get_scale() if scaler.is_enabled() else 1.0))  # fp16: rows' grads are scaled
+            if config.centre_lr is not None:
+                centre_lr = config.centre_lr * scheduler.get_last_lr()[0] / config.lr  # on the same schedule
+                pfc.step_centres(centre_lr / (scaler.get_scale() if scaler.is_enabled() else 1.0))  # fp16: rows' grads are scaled
             scaler.update()
             scheduler.step()
             state.step += 1

@@ -101,6 +101,7 @@ class PartialFC(nn.Module):
         sample_rate: float = 0.1,
         imprint: bool = True,
         imprint_momentum: float = 0.0,
+        sparse_update: bool = True,
     ) -> None:
         super().__init__()
         if not 0 < sample_rate <= 1:
@@ -112,8 +113,9 @@ class PartialFC(nn.Module):
         self.class_start, self.num_local = shard_range(num_classes, self.rank, self.world_size)
         self.sample_rate = sample_rate
         self.margin = margin
-        # updated by step_centres, not by the optimizer
-        self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_dim)), requires_grad=False)
+        # sparse_update: stepped by step_centres on the sampled rows; otherwise by the optimizer
+        self.sparse_update = sparse_update
+        self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_dim)), requires_grad=not sparse_update)
         self._sampled: tuple[torch.Tensor, torch.Tensor] | None = None  # (index, rows leaf) of the last step
         self.imprint_enabled = imprint
         self.imprint_momentum = imprint_momentum
@@ -144,8 +146,11 @@ class PartialFC(nn.Module):
 
     def sampled_loss(self, embeddings: torch.Tensor, index: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Margin cross-entropy of the (gathered) batch against the centres `index`."""
-        rows = self.weight[index].detach().requires_grad_(torch.is_grad_enabled())
-        self._sampled = (index, rows)
+        if self.sparse_update:
+            rows = self.weight[index].detach().requires_grad_(torch.is_grad_enabled())
+            self._sampled = (index, rows)
+        else:
+            rows = self.weight[index]
         centres = l2_normalize(rows)
         cosine = (l2_normalize(embeddings.float()) @ centres.T).clamp(-1, 1)
         logits = self.margin(cosine, target)
@@ -167,6 +172,8 @@ class PartialFC(nn.Module):
 
     def centre_grad(self) -> torch.Tensor:
         """The last backward's gradient of every local centre (zero outside the sample)."""
+        if not self.sparse_update:
+            return self.weight.grad if self.weight.grad is not None else torch.zeros_like(self.weight)
         grad = torch.zeros_like(self.weight)
         if self._sampled is not None and self._sampled[1].grad is not None:
             grad.index_add_(0, self._sampled[0], self._sampled[1].grad)

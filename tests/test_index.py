@@ -1,0 +1,131 @@
+"""docemb index / search: resumable shards, only new or changed files, exact top-k, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from docemb.api import load_model
+from docemb.bulk import build_index
+from docemb.errors import DocembError
+from docemb.index import Index
+from docemb.model import build_model, save_model
+
+
+@pytest.fixture()
+def collection(tmp_path, synth_train, synth_eval) -> Path:
+    folder = tmp_path / "photos"
+    shutil.copytree(synth_train, folder / "a")
+    shutil.copytree(synth_eval, folder / "b" / "nested")
+    return folder
+
+
+@pytest.fixture()
+def checkpoint(tmp_path, trained_model) -> Path:
+    """A trained model: a random one maps these pages to one point, and rankings need spread."""
+    path = tmp_path / "small.safetensors"
+    save_model(path, trained_model)
+    return path
+
+
+def vectors_by_path(index: Index) -> dict[str, np.ndarray]:
+    rows = np.flatnonzero(index.live)
+    return dict(zip((index.path(r) for r in rows), index.vectors(rows)))
+
+
+def test_index_embeds_every_image_once_and_search_finds_each_itself(collection, checkpoint, tmp_path):
+    model = load_model(checkpoint, threads=1)
+    report = build_index(model, [collection], tmp_path / "index", shard_size=5, workers=1)
+    index = Index.open(tmp_path / "index")
+    assert report.embedded == len(index) == 14 and len(report.shards) == 3
+    stored = vectors_by_path(index)
+    path = sorted(stored)[3]
+    assert np.allclose(stored[path], model.embed(path)[0], atol=2e-3)  # float16 storage
+    scores, rows = index.search(index.vectors(), k=3, chunk=4)  # several chunks merged
+    assert np.array_equal(rows[:, 0], np.flatnonzero(index.live))  # each image finds itself first
+    brute = index.vectors() @ index.vectors().T
+    assert np.allclose(scores, -np.sort(-brute, axis=1)[:, :3], atol=1e-5)
+
+
+def test_a_second_run_embeds_only_new_or_changed_files(collection, checkpoint, tmp_path):
+    model = load_model(checkpoint, threads=1)
+    build_index(model, [collection], tmp_path / "index", workers=1)
+    again = build_index(model, [collection], tmp_path / "index", workers=1)
+    assert again.embedded == 0 and again.skipped_unchanged == 14
+    changed = sorted(collection.rglob("*.png"))[0]
+    os.utime(changed, ns=(time.time_ns(), time.time_ns()))
+    third = build_index(model, [collection], tmp_path / "index", workers=1)
+    assert third.embedded == 1 and len(Index.open(tmp_path / "index")) == 14  # the new row supersedes the old
+
+
+def test_another_model_is_refused_with_both_names(collection, checkpoint, trained_model, tmp_path):
+    build_index(load_model(checkpoint, threads=1), [collection], tmp_path / "index", workers=1)
+    other = tmp_path / "other.safetensors"
+    save_model(other, build_model(trained_model.config, seed=7))
+    with pytest.raises(DocembError, match="small.safetensors.*other.safetensors"):
+        build_index(load_model(other, threads=1), [collection], tmp_path / "index", workers=1)
+
+
+def test_int8_storage_keeps_the_rankings(collection, checkpoint, tmp_path):
+    model = load_model(checkpoint, threads=1)
+    build_index(model, [collection], tmp_path / "f16", workers=1)
+    build_index(model, [collection], tmp_path / "i8", storage="int8", workers=1)
+    f16, i8 = Index.open(tmp_path / "f16"), Index.open(tmp_path / "i8")
+    assert np.abs(f16.vectors() - i8.vectors()).max() < 0.01
+    assert np.array_equal(f16.search(f16.vectors(), 1)[1], i8.search(f16.vectors(), 1)[1])
+
+
+def test_an_unreadable_file_stops_the_run_by_name_or_is_listed_and_skipped(collection, checkpoint, tmp_path):
+    bad = collection / "a" / "zzz_broken.png"
+    bad.write_bytes(b"")
+    model = load_model(checkpoint, threads=1)
+    with pytest.raises(DocembError, match="zzz_broken.png"):
+        build_index(model, [collection], tmp_path / "index", shard_size=4, workers=1)
+    kept = len(Index.open(tmp_path / "index"))
+    assert kept > 0  # shards finished before the bad file stay
+    report = build_index(model, [collection], tmp_path / "index", workers=1, skip_bad=True)
+    assert [line.split(":")[0] for line in report.bad] == [str(bad)]
+    assert len(Index.open(tmp_path / "index")) == 14 and report.embedded == 14 - kept
+
+
+def test_killed_run_resumes_to_the_same_index(collection, checkpoint, tmp_path):
+    for i in range(40):  # enough rows that the kill lands between shards
+        shutil.copy(sorted(collection.rglob("*.png"))[i % 14], collection / f"copy{i:02d}.png")
+    command = [
+        str(Path(sys.executable).with_name("docemb")),
+        "index",
+        str(collection),
+        "--model",
+        str(checkpoint),
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+    ]
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], check=True, capture_output=True)
+    process = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    meta = tmp_path / "killed" / "index.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (meta.is_file() and len(json.loads(meta.read_text())["shards"]) >= 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(Index.open(tmp_path / "killed"))
+    assert 0 < partial < 54
+    subprocess.run([*command, "--out", str(tmp_path / "killed")], check=True, capture_output=True)
+    whole, resumed = vectors_by_path(Index.open(tmp_path / "whole")), vectors_by_path(Index.open(tmp_path / "killed"))
+    assert sorted(whole) == sorted(resumed)
+    assert all(np.array_equal(whole[p], resumed[p]) for p in whole)
