@@ -1,0 +1,128 @@
+"""Registered templates and the match-or-unknown decision, the same as the Android core's.
+
+The store file is the Android app's own format (android_demo/core TemplateStore.java: "DEMB",
+version, dimension, count, then per template a modified-UTF-8 name and big-endian float32s), so
+templates registered on a desktop load on a phone and back. Which model made the embeddings
+and the match threshold sit beside it in `STORE.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from docemb.atomic import atomic_path, write_json
+from docemb.errors import DocembError
+
+MAGIC = 0x44454D42  # "DEMB"
+VERSION = 1
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What the embeddings of a store are comparable with."""
+
+    model: str
+    model_sha256: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    best: str | None
+    score: float
+    matched: bool
+    top: list[tuple[str, float]]
+
+    @property
+    def label(self) -> str:
+        return self.best if self.matched and self.best is not None else UNKNOWN
+
+
+class TemplateStore:
+    """Name -> unit embedding, in registration order."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.templates: dict[str, np.ndarray] = {}
+
+    def put(self, name: str, embedding: np.ndarray) -> None:
+        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise DocembError(f"embedding of {name} has {vector.shape[0]} values, expected {self.dim}")
+        self.templates[name] = (vector / np.float32(max(np.linalg.norm(vector), 1e-12))).astype(np.float32)
+
+    def remove(self, name: str) -> None:
+        self.templates.pop(name, None)
+
+    def __len__(self) -> int:
+        return len(self.templates)
+
+    def top_k(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The k best templates by dot product, best first; ties keep registration order (as Java's stable sort)."""
+        if not self.templates:
+            return []
+        names = list(self.templates)
+        scores = np.stack(list(self.templates.values())) @ np.asarray(query, dtype=np.float32).reshape(-1)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(names[i], float(scores[i])) for i in order]
+
+    def decide(self, query: np.ndarray, threshold: float, k: int = 3) -> Decision:
+        top = self.top_k(query, k)
+        if not top:
+            return Decision(None, float("nan"), False, [])
+        name, score = top[0]
+        return Decision(name, score, score >= threshold, top)
+
+    # the Android app's binary format -----------------------------------------------------------
+    def write(self, path: str | os.PathLike) -> None:
+        parts = [struct.pack(">iiii", MAGIC, VERSION, self.dim, len(self.templates))]
+        for name, vector in self.templates.items():
+            encoded = name.encode("utf-8")
+            parts.append(struct.pack(">H", len(encoded)) + encoded + vector.astype(">f4").tobytes())
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"".join(parts))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TemplateStore:
+        data = Path(path).read_bytes()
+        try:
+            magic, version, dim, count = struct.unpack_from(">iiii", data, 0)
+            if magic != MAGIC:
+                raise DocembError(f"{path}: not a docemb template store")
+            if version != VERSION:
+                raise DocembError(f"{path}: template store version {version} is not supported (this docemb reads {VERSION})")
+            store, offset = cls(dim), 16
+            for _ in range(count):
+                (length,) = struct.unpack_from(">H", data, offset)
+                name = data[offset + 2 : offset + 2 + length].decode("utf-8")
+                offset += 2 + length
+                store.templates[name] = np.frombuffer(data, ">f4", dim, offset).astype(np.float32)
+                offset += 4 * dim
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise DocembError(f"{path}: truncated or corrupt template store ({exc})") from None
+        return store
+
+
+def info_path(store: str | os.PathLike) -> Path:
+    return Path(f"{store}.json")
+
+
+def write_info(store: str | os.PathLike, info: StoreInfo) -> None:
+    write_json(info_path(store), asdict(info))
+
+
+def read_info(store: str | os.PathLike) -> StoreInfo:
+    path = info_path(store)
+    try:
+        return StoreInfo(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise DocembError(f"{path}: missing; register templates with `docemb match register`") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DocembError(f"{path}: not a template store's info file ({exc})") from None
