@@ -19,6 +19,7 @@ STAGES = {
     "quantize": ("docemb.quantize.cli", "int8 post-training quantization of an ONNX or TFLite model"),
     "index": ("docemb.index_cli", "embed an image collection into an index (resumable; only new or changed files)"),
     "search": ("docemb.search_cli", "the top-k most similar images of an index for query images"),
+    "dedup": ("docemb.dedup_cli", "groups of near-duplicate images in an index, as CSV/JSON and a contact sheet"),
     "match": ("docemb.match_cli", "register templates, then match photos to them or call them unknown"),
     "evaluate": (
         "docemb.benchmark.quality",

@@ -135,8 +135,11 @@ def score_histogram_grid(scores: dict[str, tuple[np.ndarray, np.ndarray]], path:
     return _save(figure, Path(path))
 
 
-def query_grid(results: list[tuple[str, list[str], list[float]]], path: str | Path, thumb: int = 160) -> Path:
-    """Each row: a query image, then its results with their scores (the output of `docemb search`)."""
+def query_grid(
+    results: list[tuple[str, list[str], list[float]]], path: str | Path, thumb: int = 160, first: str = "query"
+) -> Path:
+    """Each row: a query image (titled `first`), then its results with their scores (the
+    output of `docemb search`; a group's first image and the others for `docemb dedup`)."""
     from docemb.imageio import read_rgb
 
     k = max((len(paths) for _, paths, _ in results), default=1)
@@ -145,7 +148,7 @@ def query_grid(results: list[tuple[str, list[str], list[float]]], path: str | Pa
     )
     for row, (query, paths, scores) in enumerate(results):
         axes[row, 0].imshow(read_rgb(query, thumb))
-        axes[row, 0].set_title("query", fontsize=7)
+        axes[row, 0].set_title(first, fontsize=7)
         for column, (hit, score) in enumerate(zip(paths, scores), start=1):
             axes[row, column].imshow(read_rgb(hit, thumb))
             axes[row, column].set_title(f"{score:.3f}", fontsize=7)

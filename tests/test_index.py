@@ -129,3 +129,27 @@ def test_killed_run_resumes_to_the_same_index(collection, checkpoint, tmp_path):
     whole, resumed = vectors_by_path(Index.open(tmp_path / "whole")), vectors_by_path(Index.open(tmp_path / "killed"))
     assert sorted(whole) == sorted(resumed)
     assert all(np.array_equal(whole[p], resumed[p]) for p in whole)
+
+
+def test_near_duplicate_links_chain_into_groups():
+    from docemb.dedup_cli import duplicate_groups
+
+    query_rows = np.array([0, 1, 2, 3, 4])
+    rows = np.array([[0, 1], [1, 2], [2, 1], [3, 0], [4, 3]])  # 0-1, 1-2 link; 3's and 4's best are weak
+    scores = np.array([[1.0, 0.97], [1.0, 0.96], [1.0, 0.96], [1.0, 0.5], [1.0, 0.95]])
+    assert duplicate_groups(scores, rows, query_rows, 0.95) == [[0, 1, 2], [3, 4]]
+    assert duplicate_groups(scores, rows, query_rows, 0.99) == []
+
+
+def test_dedup_finds_copies_in_an_index(collection, checkpoint, tmp_path, capsys):
+    from docemb.cli import main
+
+    original = sorted((collection / "a").glob("*.png"))[0]
+    copy = collection / "a" / "copy_of_first.png"
+    shutil.copy(original, copy)
+    build_index(load_model(checkpoint, threads=1), [collection], tmp_path / "index", workers=1)
+    main(["dedup", "--index", str(tmp_path / "index"), "--threshold", "0.9999", "--json", "--sheet", str(tmp_path / "sheet.png")])
+    records = json.loads(capsys.readouterr().out)
+    group_of = {r["path"]: r["group"] for r in records}
+    assert group_of[str(copy)] == group_of[str(original)]  # (a tiny model also groups a family's near-identical members)
+    assert (tmp_path / "sheet.png").stat().st_size > 0
