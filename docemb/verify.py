@@ -1,0 +1,97 @@
+"""Geometric verification: re-rank the embedding's shortlist by local features that agree on one
+homography, so pages that look alike at 128 pixels (two manuals of one class file, page 1 and
+page 2) are told apart by their text.
+
+Features (ORB by default; AKAZE and SIFT selectable, all in the installed OpenCV) are computed
+once per template. For a query, each of the embedding's top-K templates is matched (ratio test),
+a RANSAC homography is fitted, and the inliers re-rank the shortlist. Where either side has too
+few keypoints (a flat card) the cosine order stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+DETECTORS = ("orb", "akaze", "sift")
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    detector: str = "orb"
+    features: int = 1000  # keypoints per image (ORB, SIFT)
+    long_side: int = 640  # images are resized to this long side first
+    ratio: float = 0.8  # Lowe's ratio test
+    ransac_px: float = 5.0  # reprojection error of an inlier, at long_side
+    min_keypoints: int = 30  # fewer on either side: cosine decides
+    min_inliers: int = 15  # fewer: the pair is not verified
+
+
+@dataclass(frozen=True)
+class Features:
+    keypoints: np.ndarray  # (N, 2) float32 positions at long_side
+    descriptors: np.ndarray | None
+
+    @property
+    def count(self) -> int:
+        return len(self.keypoints)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One shortlisted template for a query: its cosine rank and score, and its inliers."""
+
+    index: int
+    cosine_rank: int
+    cosine: float
+    inliers: int  # -1: not verifiable (too few keypoints)
+
+
+def _detector(settings: VerifySettings):
+    if settings.detector == "orb":
+        return cv2.ORB_create(nfeatures=settings.features)
+    if settings.detector == "akaze":
+        return cv2.AKAZE_create()
+    if settings.detector == "sift":
+        return cv2.SIFT_create(nfeatures=settings.features)
+    raise ValueError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")
+
+
+def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
+    """Keypoints and descriptors of an RGB uint8 image, resized to `settings.long_side`."""
+    scale = settings.long_side / max(image.shape[:2])
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    grey = cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    keypoints, descriptors = _detector(settings).detectAndCompute(grey, None)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    return Features(points, descriptors)
+
+
+def inliers(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> int:
+    """RANSAC homography inliers among ratio-test matches; -1 when either side has too few keypoints."""
+    if min(query.count, template.count) < settings.min_keypoints or query.descriptors is None or template.descriptors is None:
+        return -1
+    norm = cv2.NORM_HAMMING if query.descriptors.dtype == np.uint8 else cv2.NORM_L2
+    pairs = cv2.BFMatcher(norm).knnMatch(query.descriptors, template.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < settings.ratio * p[1].distance]
+    if len(good) < 4:
+        return 0
+    source = query.keypoints[[m.queryIdx for m in good]]
+    target = template.keypoints[[m.trainIdx for m in good]]
+    _, mask = cv2.findHomography(source, target, cv2.RANSAC, settings.ransac_px)
+    return int(mask.sum()) if mask is not None else 0
+
+
+def rerank(
+    query: Features, cosines: np.ndarray, templates: list[Features], k: int = 20, settings: VerifySettings = VerifySettings()
+) -> list[Candidate]:
+    """The top-k templates by cosine, verified: those with at least `min_inliers` first (most
+    inliers first), then the rest in cosine order. With no verifiable candidate, cosine order."""
+    order = np.argsort(-cosines, kind="stable")[:k]
+    candidates = [
+        Candidate(int(i), rank, float(cosines[i]), inliers(query, templates[i], settings)) for rank, i in enumerate(order)
+    ]
+    verified = sorted((c for c in candidates if c.inliers >= settings.min_inliers), key=lambda c: (-c.inliers, c.cosine_rank))
+    return verified + [c for c in candidates if c.inliers < settings.min_inliers]
