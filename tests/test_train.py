@@ -188,3 +188,22 @@ def test_source_weights_set_how_many_classes_an_epoch_draws(synth_train, synth_e
     state = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())
     draws = 8 * 24 + 0.5 * 6 * 24  # unweighted it would be 14 * 24
     assert state["step"] == int(draws) // (config.batch_size // config.views_per_class)
+
+
+def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small_model, synth_train):
+    import argparse
+
+    from docemb.model import save_model
+    from docemb.train import config as train_config
+    from docemb.train.loop import _initial_model
+
+    checkpoint = tmp_path / "start.safetensors"
+    save_model(checkpoint, small_model)
+    parser = argparse.ArgumentParser()
+    train_config.add_arguments(parser)
+    config = train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint)]))
+    assert (config.arch, config.input_size, config.embedding_dim) == ("lcnet_050", 64, 32)  # not the defaults
+    model = _initial_model(config, config.model_config())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), small_model.state_dict().values()))
+    with pytest.raises(DocembError, match="missing.safetensors: --init checkpoint not found"):
+        train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(tmp_path / "missing.safetensors")]))

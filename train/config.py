@@ -158,12 +158,26 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         flag_value = getattr(args, f.name, None)
         if flag_value is not None:
             values[f.name] = flag_value
+    if values.get("init"):  # the architecture comes with the checkpoint unless set explicitly
+        for key, value in _checkpoint_model_config(values["init"]).items():
+            values.setdefault(key, value)
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise DocembError(f"{args.config}: unknown config keys {sorted(unknown)}")
     config = TrainConfig(**values)
     config.validate()
     return config
+
+
+def _checkpoint_model_config(path: str) -> dict:
+    from docemb.model import read_model_metadata
+
+    if not Path(path).is_file():
+        raise DocembError(f"{path}: --init checkpoint not found")
+    try:
+        return read_model_metadata(path)["model_config"]
+    except (KeyError, OSError, ValueError) as exc:
+        raise DocembError(f"{path}: not a docemb model checkpoint ({exc})") from None
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
