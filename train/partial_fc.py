@@ -7,10 +7,11 @@ sample, all of them are kept), and the softmax normaliser is reduced across rank
 over this subset approximates the full one, at a fraction of the compute and activation memory
 (An et al., "Partial FC", 2021). With one process no process group is needed.
 
-The centres are not handed to the optimizer: a dense AdamW step over every centre costs more
-than the backbone once there are a few hundred thousand classes (docs/training.md), though a
-step touches only the sampled ones. The sampled rows are a leaf of their own, and
-`step_centres` applies their gradient to those rows alone (plain SGD, as arcface_torch does).
+By default (`sparse_update`) the centres are not handed to the optimizer: a dense AdamW step
+over every centre costs more than the backbone once there are a few hundred thousand classes
+(docs/training.md), though a step touches only the sampled ones. The sampled rows are a leaf of
+their own, and `step_centres` applies their gradient to those rows alone (plain SGD, as
+arcface_torch does). `sparse_update=False` leaves the centres to the optimizer, densely.
 """
 
 from __future__ import annotations
