@@ -71,10 +71,11 @@ def write_contract(
 DEFAULT_MATCH_FPR = 1e-2
 
 
-def threshold_table(run_dir: str | os.PathLike | None, fpr: float = DEFAULT_MATCH_FPR) -> dict | None:
+def threshold_table(run_dir: str | os.PathLike | None, fpr: float = DEFAULT_MATCH_FPR, prefer: str | None = None) -> dict | None:
     """The match thresholds a training run measured (report.json: per eval set, the cosine that
     keeps each false-positive rate), and the one an app should use by default: `fpr` on the
-    last eval set (`make` lists the real documents last). None when the run left no report."""
+    eval set `prefer`, else the last one (`make` lists the real documents last). None when the
+    run left no report."""
     if not run_dir:
         return None
     report = Path(run_dir) / "report.json"
@@ -84,7 +85,7 @@ def threshold_table(run_dir: str | os.PathLike | None, fpr: float = DEFAULT_MATC
         return None
     if not table:
         return None
-    eval_set = list(table)[-1]
+    eval_set = prefer if prefer in table else list(table)[-1]
     row = min(table[eval_set], key=lambda r: abs(r["fpr"] - fpr))
     return {
         "measured_on": f"the float model, held-out queries ({report})",

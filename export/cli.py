@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
         model = build_model(config, seed=args.seed).eval()
         source = {"untrained": True, "seed": args.seed, "model_config": asdict(config)}
     name = args.name or ("untrained" if args.untrained else f"peer_{args.peer}" if args.peer else "model")
-    thresholds = threshold_table(source.get("run")) if args.ckpt and not args.untrained else None
+    # shipped weights carry their run's thresholds inside (the run folder stays on the machine that trained them)
+    thresholds = (metadata.get("thresholds") or threshold_table(source.get("run"))) if args.ckpt and not args.untrained else None
 
     rng = np.random.default_rng(0)
     size = model.config.input_size

@@ -57,6 +57,18 @@ def test_training_writes_model_config_metrics_and_report(synth_train, synth_eval
     model = load_model(model_path)
     assert model.config.embedding_dim == 32 and not model.training
 
+    from docemb.model import read_model_metadata
+    from docemb.train.release import release
+
+    card = release(run, tmp_path / "weights" / "tiny-v1.safetensors")  # shipped: the thresholds travel inside
+    shipped = read_model_metadata(tmp_path / "weights" / "tiny-v1.safetensors")
+    assert shipped["thresholds"]["match"]["threshold"] == report["thresholds"][name][3]["threshold"]  # FPR 1e-2
+    assert "run" not in shipped and torch.equal(
+        load_model(tmp_path / "weights" / "tiny-v1.safetensors").head.fc[0].weight, model.head.fc[0].weight
+    )
+    text = card.read_text()
+    assert "## How it was made" in text and "epochs: 2" in text and "recall@1" in text
+
 
 def latest_checkpoint(run: Path) -> Path:
     root = run / "checkpoints"

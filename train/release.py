@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from docemb.atomic import atomic_path, write_text
+from docemb.contract import threshold_table
 from docemb.errors import DocembError
+from docemb.model import read_model_metadata
 
 RECIPE = "make pretrain  (docemb corpus, then docemb train --config configs/pretrain.yaml)"
 
@@ -90,12 +93,19 @@ def model_card(run_dir: Path, weights: Path, figures: Path | None) -> str:
 
 
 def release(run_dir: Path, weights: Path, figures: Path | None = None) -> Path:
+    """Write the run's model to `weights` with its match thresholds inside (export puts them in
+    every contract; the run folder does not travel with the weights), and the card beside it."""
     model = run_dir / "model.safetensors"
     for needed in (model, run_dir / "config.yaml", run_dir / "report.json", run_dir / "data_report.json"):
         if not needed.is_file():
             raise DocembError(f"{needed}: missing; release a finished training run")
+    metadata = read_model_metadata(model)
+    metadata["thresholds"] = threshold_table(run_dir, prefer="realdocs/eval")
+    metadata["released_from"] = metadata.pop("run", None)
+    with safe_open(str(model), framework="pt") as handle:
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
     with atomic_path(weights) as tmp:
-        shutil.copyfile(model, tmp)
+        save_file(state, tmp, metadata={key: json.dumps(value) for key, value in metadata.items()})
     card = weights.with_suffix(".md")
     write_text(card, model_card(run_dir, weights, figures))
     return card
