@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from docemb.api import Model
 from docemb.errors import DocembError
-from docemb.imageio import IMAGE_SUFFIXES
+from docemb.imageio import IMAGE_SUFFIXES, to_rgb
 from docemb.index import FileStamp, Index, IndexWriter, pending
 from docemb.preprocess import Preprocessing
 
@@ -56,7 +56,7 @@ def decode_resized(path: Path, preprocessing: Preprocessing, fast_jpeg: bool = F
     with Image.open(path) as image:
         if fast_jpeg and image.format == "JPEG":
             image.draft("RGB", (2 * preprocessing.size, 2 * preprocessing.size))
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        image = to_rgb(ImageOps.exif_transpose(image))
         return preprocessing.resize(np.asarray(image, dtype=np.uint8))
 
 

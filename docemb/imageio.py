@@ -24,7 +24,7 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray
     """
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
+            image = to_rgb(ImageOps.exif_transpose(image))
             if max_side and max(image.size) > max_side:
                 image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
@@ -35,6 +35,37 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray
     if array.ndim != 3 or min(array.shape[:2]) < 2:
         raise ImageReadError(f"{path}: image is too small ({array.shape[1]}x{array.shape[0]})")
     return array
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB of any Pillow mode, without the silent losses of `convert("RGB")`: 16/32-bit integer
+    and float greyscale are scaled to 8 bits by their brightest value (a float image within
+    0-1 by 1), where convert clips them to white; transparency (RGBA, LA, PA, palette or
+    greyscale with a transparent colour) is composited on white, where convert keeps whatever
+    colour sits under it; CMYK goes through its ICC profile when it has one."""
+    if image.mode in HIGH_DEPTH_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" and values.max() <= 1.0 else max(float(values.max()), 1e-12)
+        grey = np.clip(np.nan_to_num(values) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "CMYK" and image.info.get("icc_profile"):
+        from io import BytesIO
+
+        from PIL import ImageCms
+
+        try:
+            source = ImageCms.ImageCmsProfile(BytesIO(image.info["icc_profile"]))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: the plain conversion below
+    return image.convert("RGB")
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from docemb.atomic import atomic_path, write_json
 from docemb.errors import DocembError
+from docemb.imageio import to_rgb
 
 # Independent evaluation data: never trained, calibrated or tuned on.
 RESERVED = {
@@ -189,7 +190,7 @@ def build_photos(options: CorpusOptions, cache: Path) -> Iterator[CorpusImage]:
         for name, data in tqdm(members.values(), desc=f"photos {package}", unit="img"):
             try:
                 with Image.open(io.BytesIO(data)) as opened:
-                    image = opened.convert("RGB")
+                    image = to_rgb(opened)
             except (OSError, ValueError):
                 continue
             for crop in range(options.photo_crops):
