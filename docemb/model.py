@@ -13,6 +13,7 @@ import docemb.torchvision_fix  # noqa: F401  (must precede timm)
 # isort: split
 import timm
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -164,9 +165,12 @@ def load_pretrained_backbone(model: EmbeddingModel, source: str | os.PathLike) -
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or torch .pth/.pt file (a 'state_dict' entry if it has one)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:  # torch.load raises the last three
+        raise DocembError(f"{path}: cannot read weights: truncated or not a weights file ({exc})") from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -189,10 +193,13 @@ def save_model(path: str | os.PathLike, model: EmbeddingModel, metadata: dict | 
 
 
 def read_model_metadata(path: str | os.PathLike) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+    except FileNotFoundError:
+        raise DocembError(f"{path}: checkpoint not found") from None
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise DocembError(f"{path}: not a docemb checkpoint: truncated or another format ({exc})") from None
 
 
 def load_model(path: str | os.PathLike) -> EmbeddingModel:
@@ -204,7 +211,7 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
         metadata = read_model_metadata(path)
         config = ModelConfig.from_dict(metadata["model_config"])
         state = load_file(path)
-    except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+    except (KeyError, OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:
         raise DocembError(f"{path}: not a docemb model checkpoint ({exc})") from None
     model = EmbeddingModel(config)
     try:

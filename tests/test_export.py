@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -113,3 +115,20 @@ def test_model_card_says_where_the_model_came_from_and_what_stayed_float(small_m
     assert "cosine to float mean 0.9957, min 0.9745 (target mean >= 0.99, min >= 0.97: met)" in card
     assert "kept in float: /backbone/blocks.1/blocks.1.0/conv_dw/Conv (Conv)" in card
     assert "match when cosine >= 0.9894" in card
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_safetensors"])
+def test_a_broken_checkpoint_is_named_with_exit_2_and_no_traceback(tmp_path, small_model, damage):
+    from docemb.model import save_model
+
+    good = tmp_path / "good.safetensors"
+    save_model(good, small_model)
+    bad = tmp_path / f"{damage}.safetensors"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2] if damage == "truncated" else b"PK\x03\x04 a zip, say")
+    result = subprocess.run(
+        [sys.executable, "-m", "docemb.export", "--ckpt", str(bad), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{bad}:" in result.stderr and "checkpoint" in result.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from docemb.atomic import write_json
@@ -138,7 +139,7 @@ def load_checkpoint(
         folder = root / json.loads((root / LATEST).read_text())["checkpoint"]
         meta = json.loads((folder / "state.json").read_text())
         tensors = load_file(folder / f"rank{rank}.safetensors")
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, SafetensorError) as exc:
         raise DocembError(f"{root}: no usable checkpoint to resume from ({exc})") from None
     if meta.get("world_size", 1) != world_size:
         raise DocembError(

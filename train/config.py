@@ -174,10 +174,10 @@ def _checkpoint_model_config(path: str) -> dict:
 
     if not Path(path).is_file():
         raise DocembError(f"{path}: --init checkpoint not found")
-    try:
-        return read_model_metadata(path)["model_config"]
-    except (KeyError, OSError, ValueError) as exc:
-        raise DocembError(f"{path}: not a docemb model checkpoint ({exc})") from None
+    metadata = read_model_metadata(path)
+    if "model_config" not in metadata:
+        raise DocembError(f"{path}: not a docemb model checkpoint (no model config inside)")
+    return metadata["model_config"]
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
