@@ -45,7 +45,7 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup mediapipe-env data train pretrain export-int8 export-mediapipe require-int8 bench android-assets android-test test clean
+.PHONY: help setup mediapipe-env data train pretrain widths export-int8 export-mediapipe require-int8 bench android-assets android-test test clean
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -111,6 +111,19 @@ export-int8: $(MODEL_CKPT) data
 	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx \
 		$(MODELS)/model.tflite $(MODELS)/model_fp16.tflite $(MODELS)/model_int8_dynamic.tflite $(MODELS)/model_int8_static.tflite \
 		$(MODELS)/model_int8_full.tflite $(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
+
+# Width by measurement: size and single-thread latency of float and static int8 TFLite for each
+# PP-LCNet width (random weights time as trained ones do; Recall@1 needs a trained model).
+WIDTHS ?= lcnet_050 lcnet_075 lcnet_100
+WIDTH_DIR := $(OUT)/widths
+widths: data
+	for arch in $(WIDTHS); do \
+		$(BIN)/python -c "from docemb.model import ModelConfig, build_model, save_model; save_model('$(WIDTH_DIR)/$$arch.safetensors', build_model(ModelConfig(arch='$$arch'), seed=0))" && \
+		$(DOCEMB) export --ckpt $(WIDTH_DIR)/$$arch.safetensors --out $(WIDTH_DIR)/$$arch --include tflite && \
+		$(DOCEMB) quantize --model $(WIDTH_DIR)/$$arch/model.tflite --calib $(DATA)/train --include static --qat never || exit 1; \
+	done
+	$(DOCEMB) bench $(foreach a,$(WIDTHS),$(WIDTH_DIR)/$(a)/model.tflite $(WIDTH_DIR)/$(a)/model_int8_static.tflite) \
+		--data $(DATA)/eval --out $(WIDTH_DIR)/bench --threads 1 --runs $(BENCH_RUNS)
 
 # Other small backbones with docemb's head, exported and quantized the same way, for comparison.
 PEERS ?= mobilenetv3_small_050 mobilenetv3_small_075 mobilenetv3_small_100 efficientnet_lite0
