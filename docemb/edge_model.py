@@ -3,19 +3,17 @@
 Rewrites, each exact (to float rounding):
 - the head's BatchNorm1d folded into the layer before it (docemb.fold);
 - for int8, the float front: the stem and the blocks up to a small output stride are wrapped in
-  FloatFront, which the int8 quantizer leaves in float. Measured on the default lcnet_050 with
-  XNNPACK, one thread: the int8 stem convolution (3 input channels, 64x64 out) took 0.157 ms
-  against 0.041 ms in float, where XNNPACK has a kernel made for 3-channel first layers; the
-  next block (8-16 channels at 64x64) was 2x slower in int8 as well, while the later blocks are
-  as fast or faster in int8. Those first layers also add the most int8 error;
+  FloatFront, which the int8 quantizer leaves in float: XNNPACK runs 3-channel first layers
+  faster in float than in int8, and those layers add the most int8 error (measured in
+  docs/quantization.md);
 - for int8, HardSwish after the float front written as x * relu6(x + 3) / 6: LiteRT has an int8
-  HARD_SWISH kernel but XNNPACK does not take it, so the backbone's 27 HardSwish split the int8
-  graph into 26 partitions (4.6x slower than float); ADD (with RELU6 fused) and MUL are
-  delegated. The two constants are 1x1x1x1 tensors, not scalars: litert-torch only moves an op
-  to NHWC when all its inputs are 4-D, and scalar constants left a TRANSPOSE pair around every
-  HardSwish. onnxruntime has no int8 HardSwish either, but runs one float HardSwish between
-  DequantizeLinear and QuantizeLinear faster than the four decomposed ops, so the int8 ONNX
-  graph keeps it whole (`split_hardswish=False`);
+  HARD_SWISH kernel but XNNPACK does not take it, so each HardSwish would split the int8 graph
+  into another partition; ADD (with RELU6 fused) and MUL are delegated. The two constants are
+  1x1x1x1 tensors, not scalars: litert-torch only moves an op to NHWC when all its inputs are
+  4-D, and scalar constants left a TRANSPOSE pair around every HardSwish. onnxruntime has no
+  int8 HardSwish either, but runs one float HardSwish between DequantizeLinear and
+  QuantizeLinear faster than the four decomposed ops, so the int8 ONNX graph keeps it whole
+  (`split_hardswish=False`);
 - optionally NHWC input (no TRANSPOSE at the start) and normalisation built in, so that the model
   takes RGB pixel values 0-255 as MediaPipe's ImageEmbedder feeds them.
 """
@@ -33,9 +31,8 @@ from docemb.fold import fold_head_batchnorm
 from docemb.preprocess import Preprocessing
 
 Layout = Literal["NCHW", "NHWC"]
-# int8 keeps the stem and the blocks up to this output stride in float: on the default
-# lcnet_050 (XNNPACK, 1 thread) stride 8 was fastest (0.76x float; full integer 1.24x) and kept
-# the most cosine to float (min 0.985; stride 4: 0.982, 2: 0.966, full integer: 0.958)
+# int8 keeps the stem and the blocks up to this output stride in float: the fastest stride and
+# the one that kept the most cosine to float (docs/quantization.md)
 DEFAULT_FLOAT_FRONT_STRIDE = 8
 
 

@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--validation-count",
         type=int,
         default=512,
-        help="held-out images (other than the calibration ones) that drift is measured on (default: 512; the worst "
-        "case of a small set is optimistic: 128 images passed a file that missed the minimum on 256 and 512)",
+        help="held-out images (other than the calibration ones) that drift is measured on (default: 512; "
+        "a small set's worst case is optimistic)",
     )
     parser.add_argument(
         "--float-front",

@@ -26,9 +26,7 @@ if TYPE_CHECKING:  # torch and the photo pipeline load when a fine-tune runs, no
 
 @dataclass(frozen=True)
 class QatSettings:
-    """A short fine-tune: about 3 minutes on 2 CPU cores for the default model. Steps and lr
-    were picked on it by validation drift (full integer, 600 steps: lr 1e-4 0.9930 / 0.925,
-    1e-3 0.9946 / 0.935 cosine mean / min)."""
+    """A short fine-tune; steps and lr were picked by validation drift (docs/results.md)."""
 
     steps: int = 600
     batch_size: int = 32  # half clean images, half distorted views of the same images
