@@ -81,7 +81,10 @@ def test_int8_storage_keeps_the_rankings(collection, checkpoint, tmp_path):
     build_index(model, [collection], tmp_path / "i8", storage="int8", workers=1)
     f16, i8 = Index.open(tmp_path / "f16"), Index.open(tmp_path / "i8")
     assert np.abs(f16.vectors() - i8.vectors()).max() < 0.01
-    assert np.array_equal(f16.search(f16.vectors(), 1)[1], i8.search(f16.vectors(), 1)[1])
+    exact, _ = f16.search(f16.vectors(), 1)
+    _, rows = i8.search(f16.vectors(), 1)
+    found = np.sum(f16.vectors() * f16.vectors()[rows[:, 0]], axis=1)  # what int8's pick scores exactly
+    assert np.all(found >= exact[:, 0] - 0.01)  # it may swap near-ties, never lose a clear best
 
 
 def test_an_unreadable_file_stops_the_run_by_name_or_is_listed_and_skipped(collection, checkpoint, tmp_path):

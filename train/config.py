@@ -70,6 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between mid-epoch checkpoints (0: at epoch ends only)
     workers: int = 1
     device: str = "auto"  # auto | cpu | cuda; under torchrun each rank takes cuda:LOCAL_RANK
+    channels_last: bool = True  # NHWC memory for the model's convolutions: faster on CPU (docs/training.md)
     amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; none on CPU) | none | fp16 | bf16
     tensorboard: bool = True
     seed: int = 0

@@ -186,7 +186,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         modules["distill"] = distill
     for module in modules.values():
         module.to(device)
-    model.to(memory_format=torch.channels_last)  # faster convolutions on CPU (docs/training.md)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     trained_model = DistributedDataParallel(model) if runtime.world_size > 1 else model
     head_params = [p for p in (*pfc.parameters(), *(distill.parameters() if distill else [])) if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -250,7 +251,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         )
         for images, labels in bar:
             data_seconds += time.perf_counter() - waited
-            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 embeddings = trained_model(images)
