@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from docemb.api import Model
-from docemb.errors import DocembError
-from docemb.imageio import IMAGE_SUFFIXES, to_rgb
+from docemb.errors import DocembError, ImageReadError
+from docemb.imageio import IMAGE_SUFFIXES, image_files, read_rgb
 from docemb.index import FileStamp, Index, IndexWriter, pending
 from docemb.preprocess import Preprocessing
 
@@ -40,7 +39,7 @@ def collect_files(roots: list[Path]) -> list[Path]:
         if root.is_file():
             files.add(root)
         elif root.is_dir():
-            files.update(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files.update(image_files(root))
         else:
             raise DocembError(f"{root}: no such file or folder")
     if not files:
@@ -48,24 +47,14 @@ def collect_files(roots: list[Path]) -> list[Path]:
     return sorted(files)
 
 
-def decode_resized(path: Path, preprocessing: Preprocessing, fast_jpeg: bool = False) -> np.ndarray:
-    """The model-size uint8 image of a file, as the contract resizes it; EXIF rotation honoured.
-
-    `fast_jpeg` lets libjpeg decode at a reduced scale (no smaller than twice the input size)
-    first: far faster on large photos, but the pixels differ a little from the exact path."""
-    with Image.open(path) as image:
-        if fast_jpeg and image.format == "JPEG":
-            image.draft("RGB", (2 * preprocessing.size, 2 * preprocessing.size))
-        image = to_rgb(ImageOps.exif_transpose(image))
-        return preprocessing.resize(np.asarray(image, dtype=np.uint8))
-
-
 def _decode_job(job: tuple[str, Preprocessing, bool]) -> tuple[str, np.ndarray | None, str | None]:
+    """(path, the model-size uint8 image as the contract resizes it, or None and why not);
+    `fast_jpeg` decodes large JPEGs at a reduced scale, no smaller than twice the input."""
     path, preprocessing, fast_jpeg = job
     try:
-        return path, decode_resized(Path(path), preprocessing, fast_jpeg), None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        return path, None, f"{exc.__class__.__name__}: {exc}"
+        return path, preprocessing.resize(read_rgb(path, jpeg_draft=2 * preprocessing.size if fast_jpeg else None)), None
+    except ImageReadError as exc:
+        return path, None, str(exc)
 
 
 def build_index(
