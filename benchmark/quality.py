@@ -118,6 +118,7 @@ def evaluate_models(
     rows = []
     for folder in folders:
         unknown = folder / "unknown"
+        templates_of: dict[Path, np.ndarray] = {}  # clean templates: the same pixels at every strength
         for strength in strengths:
             eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed)
             kinds = template_kinds(folder, eval_set.template_names)
@@ -125,7 +126,9 @@ def evaluate_models(
                 build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1) if unknown.is_dir() else None
             )
             for path, (embed, _) in embedders.items():
-                templates = embed_resized(embed, prep, eval_set.templates)
+                if path not in templates_of:
+                    templates_of[path] = embed_resized(embed, prep, eval_set.templates)
+                templates = templates_of[path]
                 queries = embed_resized(embed, prep, eval_set.queries)
                 impostors = embed_resized(embed, prep, impostor_set.queries) if impostor_set else None
                 rows.extend(_rows(path.name, eval_set, strength, kinds, templates, queries, impostors))
