@@ -53,11 +53,16 @@ def run(args: argparse.Namespace) -> None:
 
     index = Index.open(args.index)
     live = np.flatnonzero(index.live)
-    scores, rows = index.search(index.vectors(live), args.neighbours + 1)
+    live_vectors = index.vectors(live)  # decoded once: Index.vectors walks every shard
+
+    def vectors_of(group: list[int]) -> np.ndarray:
+        return live_vectors[np.searchsorted(live, group)]
+
+    scores, rows = index.search(live_vectors, args.neighbours + 1)
     groups = duplicate_groups(scores, rows, live, args.threshold)
     records = []
     for number, group in enumerate(groups):
-        vectors = index.vectors(np.array(group))
+        vectors = vectors_of(group)
         for row, vector in zip(group, vectors):
             records.append({"group": number, "path": index.path(row), "score_to_first": float(vector @ vectors[0])})
     if args.json:
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
 
         shown = []
         for group in groups[:12]:
-            vectors = index.vectors(np.array(group[:8]))
+            vectors = vectors_of(group[:8])
             shown.append(
                 (index.path(group[0]), [index.path(r) for r in group[1:8]], [float(s) for s in vectors[1:] @ vectors[0]])
             )
