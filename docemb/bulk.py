@@ -18,7 +18,7 @@ from tqdm import tqdm
 from docemb.api import Model
 from docemb.errors import DocembError, ImageReadError
 from docemb.imageio import IMAGE_SUFFIXES, image_files, read_rgb
-from docemb.index import FileStamp, Index, IndexWriter, pending
+from docemb.index import FileStamp, IndexWriter, pending
 from docemb.preprocess import Preprocessing
 
 
@@ -71,7 +71,7 @@ def build_index(
     """Embed every new or changed image under `roots` into the index at `out`."""
     files = collect_files(roots)
     writer = IndexWriter.open_or_create(out, model.name, model.sha256, _dim(model), storage)
-    todo = pending(files, Index.open(out).known())
+    todo = pending(files, writer.known)
     report = IndexReport(skipped_unchanged=len(files) - len(todo))
     rows: list[np.ndarray] = []
     stamps: list[FileStamp] = []

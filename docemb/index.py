@@ -167,8 +167,9 @@ class Index:
 class IndexWriter:
     """Appends shards to an index folder, one `write_shard` at a time."""
 
-    def __init__(self, folder: str | os.PathLike, meta: IndexMeta) -> None:
+    def __init__(self, folder: str | os.PathLike, meta: IndexMeta, known: dict[str, FileStamp] | None = None) -> None:
         self.folder, self.meta = Path(folder), meta
+        self.known = known or {}  # the files already embedded when the writer opened
         self.folder.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -177,13 +178,14 @@ class IndexWriter:
         if storage not in STORAGES:
             raise DocembError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
         if (folder / "index.json").is_file():
-            meta = Index.open(folder).meta
+            existing = Index.open(folder)
+            meta = existing.meta
             if meta.model_sha256 != model_sha256:
                 raise DocembError(
                     f"{folder}: indexed with {meta.model_name} (sha256 {meta.model_sha256[:12]}), not {model_name} "
                     f"(sha256 {model_sha256[:12]}); embeddings of two models do not compare: choose another --out"
                 )
-            return cls(folder, meta)
+            return cls(folder, meta, existing.known())
         writer = cls(folder, IndexMeta(model_name, model_sha256, dim, storage))
         writer._write_meta()
         return writer
