@@ -108,9 +108,8 @@ export-int8: $(MODEL_CKPT) data
 	$(DOCEMB) export --ckpt $(MODEL_CKPT) --untrained --out $(MODELS)
 	$(DOCEMB) quantize --model $(MODELS)/model.onnx --calib $(CALIB)
 	$(DOCEMB) quantize --model $(MODELS)/model.tflite --calib $(CALIB)
-	$(DOCEMB) bench $(MODELS)/model.onnx $(MODELS)/model_int8_dynamic.onnx $(MODELS)/model_int8_static.onnx \
-		$(MODELS)/model.tflite $(MODELS)/model_fp16.tflite $(MODELS)/model_int8_dynamic.tflite $(MODELS)/model_int8_static.tflite \
-		$(MODELS)/model_int8_full.tflite $(MODELS)/untrained.onnx --ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
+	$(DOCEMB) bench $$($(DOCEMB) formats --files --dir $(MODELS)) $(MODELS)/untrained.onnx \
+		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
 
 # Width by measurement: size and single-thread latency of float and static int8 TFLite for each
 # PP-LCNet width (random weights time as trained ones do; Recall@1 needs a trained model).
@@ -135,8 +134,6 @@ GATES ?= --gate 'int8.cos_mean >= 0.99 and int8.size_mb <= 0.5 * float.size_mb'
 ADB ?=
 BENCHMARK_MODEL ?=
 PHONE := $(if $(BENCHMARK_MODEL),--benchmark-model $(BENCHMARK_MODEL)) $(if $(ADB),--adb $(ADB))
-MAIN_MODELS := model.onnx model_int8_dynamic.onnx model_int8_static.onnx model.tflite model_fp16.tflite \
-	model_int8_dynamic.tflite model_int8_static.tflite model_int8_full.tflite untrained.onnx
 
 # peers get post-training int8 only: a like-for-like comparison of architectures, without a
 # fine-tune of a few minutes per file
@@ -149,7 +146,7 @@ require-int8:
 	@test -f $(MODELS)/model_int8_static.tflite || { echo "run make export-int8 first ($(MODELS)/model_int8_static.tflite)"; exit 2; }
 
 bench: require-int8 $(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p)_int8_static.tflite)
-	$(DOCEMB) bench $(addprefix $(MODELS)/,$(MAIN_MODELS)) \
+	$(DOCEMB) bench $$($(DOCEMB) formats --files --dir $(MODELS)) $(MODELS)/untrained.onnx \
 		$(foreach p,$(PEERS),$(PEER_DIR)/peer_$(p).onnx $(PEER_DIR)/peer_$(p)_int8_static.onnx $(PEER_DIR)/peer_$(p).tflite $(PEER_DIR)/peer_$(p)_int8_static.tflite) \
 		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench --threads $(BENCH_THREADS) --runs $(BENCH_RUNS) $(PHONE) $(GATES)
 

@@ -28,6 +28,7 @@ from docemb.evaluation import (
     verification_metrics,
 )
 from docemb.preprocess import Preprocessing
+from docemb.quantization import QuantizationRecord
 
 LAYER_DRIFT_TOP = 10  # layers reported per model with --layer-drift
 
@@ -129,10 +130,12 @@ def _role(path: Path, reference: Path, contract: dict) -> str:
 def _layer_drift(
     path: Path, float_model: Path | None, contract: dict, eval_sets: list[EvalSet], prep: Preprocessing
 ) -> list[dict] | None:
-    """The layers with the largest own int8 error, for a QDQ ONNX model whose float ONNX model
-    is benchmarked too (TFLite int8 graphs do not keep the float graph's tensor names)."""
-    scheme = (contract.get("quantization") or {}).get("scheme") or ""
-    if path.suffix != ".onnx" or "QDQ" not in scheme or float_model is None or float_model.suffix != ".onnx":
+    """The layers with the largest own int8 error, for onnxruntime's QDQ file of a float ONNX
+    model benchmarked too (TFLite int8 and fine-tuned QDQ graphs do not keep the float graph's
+    tensor names)."""
+    quantization = contract.get("quantization")
+    graph = QuantizationRecord.from_dict(quantization).graph if quantization else None
+    if graph != "ort-qdq" or float_model is None or float_model.suffix != ".onnx":
         return None
     from docemb.layer_drift import layer_errors
 

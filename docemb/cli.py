@@ -25,6 +25,7 @@ STAGES = {
         "docemb.benchmark.quality",
         "Recall@1 and open-set TPR of models on simulated phone captures, per strength and kind",
     ),
+    "formats": ("docemb.formats", "the model formats: which stage writes each, its file name and runtime"),
     "bench": ("docemb.benchmark.cli", "operators, size, latency (host and phone), Recall@1 and drift of exported models"),
 }
 

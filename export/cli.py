@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-FORMATS = ("onnx", "tflite", "tflite-fp16")
+from docemb.formats import includes, lookup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", help="model.safetensors written by `docemb train`")
     parser.add_argument("--out", required=True, help="folder for the exported files")
-    parser.add_argument("--include", nargs="+", default=["onnx"], choices=FORMATS, help="formats to write (default: onnx)")
+    parser.add_argument(
+        "--include", nargs="+", default=["onnx"], choices=includes("export"), help="formats to write (default: onnx)"
+    )
     parser.add_argument(
         "--layout", choices=("NHWC", "NCHW"), default="NHWC", help="TFLite input layout (default: NHWC, as Android bitmaps come)"
     )
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         check_inputs = np.concatenate([check_inputs, np.stack([model.preprocessing(im) for im in images])])
 
     if "onnx" in args.include:
-        path = export_onnx(model, out / f"{name}.onnx", simplify=not args.no_simplify)
+        path = export_onnx(model, lookup("export", ".onnx", "onnx").path(out, name), simplify=not args.no_simplify)
         difference = max(verify_onnx(model, path, check_inputs), verify_onnx(model, path, check_inputs[:1]))
         contract = write_contract(
             path,
@@ -100,9 +102,9 @@ def run(args: argparse.Namespace) -> None:
     for fmt in [f for f in args.include if f.startswith("tflite")]:
         from docemb.export.tflite_export import export_tflite, verify_tflite
 
-        precision = "float16" if fmt == "tflite-fp16" else "float32"
-        suffix = "_fp16" if precision == "float16" else ""
-        path = out / f"{name}{suffix}.tflite"
+        entry = lookup("export", ".tflite", fmt)
+        precision = entry.graph  # float32 or float16
+        path = entry.path(out, name)
         export_tflite(model, path, precision, args.layout, args.builtin_normalization)
         builtin = model.preprocessing if args.builtin_normalization else None
         difference = verify_tflite(model, path, check_inputs, precision, builtin)

@@ -7,18 +7,13 @@ resumed from that file alone.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from docemb.capture import CAPTURE_STRENGTHS
 from docemb.errors import DocembError
 from docemb.model import ModelConfig
+from docemb.options import add_dataclass_arguments, resolved_values
 from docemb.train.sources import SourceSpec
 
 
@@ -111,60 +106,17 @@ class TrainConfig:
         self.model_config()
 
 
-def _base_type(annotation: object) -> type:
-    """int | None -> int; list[str] -> str (with nargs); plain types as they are."""
-    hint = typing.get_args(annotation)
-    if isinstance(annotation, types.UnionType):
-        return next(t for t in hint if t is not type(None))
-    if typing.get_origin(annotation) is list:
-        return hint[0]
-    return annotation  # type: ignore[return-value]
-
-
-def _none_or(kind: type):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null", "") else kind(text)
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per TrainConfig field; defaults stay None so that YAML values survive."""
     parser.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"(default: {default})"
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif typing.get_origin(hint) is list:
-            parser.add_argument(flag, nargs="+", default=None, help=help_text)
-        else:
-            kind = _base_type(hint)
-            parse = _none_or(kind) if isinstance(hint, types.UnionType) else kind
-            parser.add_argument(flag, type=parse, default=None, help=help_text)
+    add_dataclass_arguments(parser, TrainConfig)
 
 
 def resolve(args: argparse.Namespace) -> TrainConfig:
-    values: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise DocembError(f"{path}: config file not found")
-        values.update(load_yaml(path))
-    for f in dataclasses.fields(TrainConfig):
-        flag_value = getattr(args, f.name, None)
-        if flag_value is not None:
-            values[f.name] = flag_value
+    values = resolved_values(TrainConfig, args, args.config)
     if values.get("init"):  # the architecture comes with the checkpoint unless set explicitly
         for key, value in _checkpoint_model_config(values["init"]).items():
             values.setdefault(key, value)
-    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise DocembError(f"{args.config}: unknown config keys {sorted(unknown)}")
     config = TrainConfig(**values)
     config.validate()
     return config
@@ -179,17 +131,3 @@ def _checkpoint_model_config(path: str) -> dict:
     if "model_config" not in metadata:
         raise DocembError(f"{path}: not a docemb model checkpoint (no model config inside)")
     return metadata["model_config"]
-
-
-def load_yaml(path: str | os.PathLike) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DocembError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise DocembError(f"{path}: expected a mapping of config keys")
-    return data
-
-
-def to_yaml(config: TrainConfig) -> str:
-    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
