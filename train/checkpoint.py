@@ -13,7 +13,6 @@ import json
 import os
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,10 @@ from safetensors.torch import load_file, save_file
 from docemb.atomic import write_json
 from docemb.errors import DocembError
 from docemb.train.distributed import barrier
+from docemb.train.state import Run, TrainingState
 
 LATEST = "latest.json"
 KEEP = 2
-
-
-@dataclass
-class TrainingState:
-    epoch: int  # last completed (and evaluated) epoch, 1-based
-    step: int  # optimizer steps taken; beyond epoch * steps_per_epoch in a mid-epoch checkpoint
-    history: list[dict]
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -59,17 +52,9 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(
-    run_dir: Path,
-    modules: dict[str, torch.nn.Module],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    state: TrainingState,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Path:
-    root = run_dir / "checkpoints"
+def save_checkpoint(run: Run) -> Path:
+    state, rank = run.state, run.runtime.rank
+    root = run.folder / "checkpoints"
     final = root / f"step_{state.step:09d}"
     partial = root / f".step_{state.step:09d}.partial"
     if rank == 0:
@@ -78,9 +63,11 @@ def save_checkpoint(
     barrier()
 
     tensors = {
-        f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules.items() for k, v in module.state_dict().items()
+        f"{name}.{k}": v.detach().contiguous().cpu()
+        for name, module in run.modules.items()
+        for k, v in module.state_dict().items()
     }
-    optimizer_tensors, optimizer_meta = _split_optimizer(optimizer.state_dict())
+    optimizer_tensors, optimizer_meta = _split_optimizer(run.optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -88,7 +75,7 @@ def save_checkpoint(
     save_file(tensors, partial / f"rank{rank}.safetensors")
     barrier()
     if rank == 0:
-        _write_meta(partial, state, optimizer_meta, scheduler, scaler, world_size)
+        _write_meta(partial, state, optimizer_meta, run.scheduler, run.scaler, run.runtime.world_size)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         write_json(root / LATEST, {"checkpoint": final.name})
@@ -123,18 +110,11 @@ def _write_meta(
     (folder / "state.json").write_text(json.dumps(meta))
 
 
-def load_checkpoint(
-    run_dir: Path,
-    modules: dict[str, torch.nn.Module],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    rank: int = 0,
-    world_size: int = 1,
-) -> TrainingState:
-    """Restore modules, optimizer, scheduler, gradient scaler and RNGs in place from the
-    latest checkpoint."""
-    root = run_dir / "checkpoints"
+def load_checkpoint(run: Run) -> TrainingState:
+    """Restore the run's modules, optimizer, scheduler, gradient scaler and RNGs in place from
+    the latest checkpoint."""
+    rank, world_size = run.runtime.rank, run.runtime.world_size
+    root = run.folder / "checkpoints"
     try:
         folder = root / json.loads((root / LATEST).read_text())["checkpoint"]
         meta = json.loads((folder / "state.json").read_text())
@@ -145,16 +125,16 @@ def load_checkpoint(
         raise DocembError(
             f"{folder}: written by {meta.get('world_size', 1)} rank(s); resume it with the same number, not {world_size}"
         )
-    for name, module in modules.items():
+    for name, module in run.modules.items():
         prefix = f"{name}."
         try:
             module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         except RuntimeError as exc:  # another config, or a checkpoint of an older docemb
             raise DocembError(f"{folder}: its {name} does not fit this run's config ({exc})") from None
-    optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
-    scheduler.load_state_dict(meta["scheduler"])
+    run.optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
+    run.scheduler.load_state_dict(meta["scheduler"])
     if meta.get("grad_scaler"):
-        scaler.load_state_dict(meta["grad_scaler"])
+        run.scaler.load_state_dict(meta["grad_scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

@@ -32,13 +32,15 @@ from docemb.evaluation import (
     verification_metrics,
 )
 from docemb.model import EmbeddingModel, ModelConfig, build_model, load_model, load_pretrained_backbone, save_model
-from docemb.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from docemb.train.config import TrainConfig, to_yaml
+from docemb.options import to_yaml
+from docemb.train.checkpoint import load_checkpoint, save_checkpoint
+from docemb.train.config import TrainConfig
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates
-from docemb.train.distributed import barrier, main_rank_first, setup
+from docemb.train.distributed import Runtime, barrier, main_rank_first, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
 from docemb.train.sources import Source, SourceSpec, TemplatePool, load_source
+from docemb.train.state import Run, TrainingState
 from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
 MODEL_FILE = "model.safetensors"
@@ -56,7 +58,7 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
     return factor
 
 
-def evaluate(model: EmbeddingModel, eval_sets: list[EvalSet]) -> tuple[dict[str, float], list[Embeddings]]:
+def evaluate_model(model: EmbeddingModel, eval_sets: list[EvalSet]) -> tuple[dict[str, float], list[Embeddings]]:
     """Recall@1/@5 of distorted queries against their templates, AUROC and TPR@FPR of all
     query-template pairs, per held-out set; and the embeddings they came from."""
     model.eval()
@@ -126,77 +128,32 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     Runs as one process, or as one rank of `torchrun`: the backbone is replicated (DDP), the
     PartialFC centres are sharded, rank 0 evaluates and writes the run folder.
     """
+    run = build_run(config, resume)
+    for epoch in range(run.state.epoch + 1, config.epochs + 1):
+        row = train_one_epoch(run, epoch)
+        metrics, run.final_embeddings = evaluate(run)
+        end_epoch(run, {**row, **metrics})
+    return finish(run)
+
+
+def build_run(config: TrainConfig, resume: bool = False) -> Run:
+    """Data, model, heads, optimizer and schedule of a run, restored from its last checkpoint
+    with `resume`, else evaluated untrained (the history's first row)."""
     runtime = setup(config.device)
-    run_dir = Path(config.out)
-    if not resume and (run_dir / "checkpoints").exists():
-        raise DocembError(f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, or choose another --out")
-    barrier()  # every rank checked before rank 0 creates the folder
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", to_yaml(config))
+    folder = _start_folder(config, runtime.is_main, resume)
     _seed_everything(config.seed)
-    device = runtime.device
-
-    sources = _load_sources(config, run_dir, runtime.is_main)
-    pool = TemplatePool(sources)
-    model_config = config.model_config()
-    model = _initial_model(config, model_config)
-    dataset = ExpandedTemplates(
-        pool, model.preprocessing, config.num_variants, augment=config.augment, work_size=config.work_size, seed=config.seed
-    )
-    classes_per_step = config.batch_size // config.views_per_class * runtime.world_size
-    if dataset.num_classes < classes_per_step:
-        raise DocembError(
-            f"{dataset.num_classes} classes do not fill one step of {classes_per_step}: add templates or lower --batch-size"
-        )
-    eval_sets = (
-        [
-            build_eval_set(
-                os.path.expanduser(folder), model.preprocessing, config.eval_queries, config.eval_strength, seed=config.seed
-            )
-            for folder in config.eval_data
-        ]
-        if runtime.is_main
-        else []
-    )
+    pool = TemplatePool(_load_sources(config, folder, runtime.is_main))
+    model = _initial_model(config, config.model_config())
+    dataset = _dataset(config, pool, runtime, model)
+    eval_sets = [_eval_set(config, path, model) for path in config.eval_data] if runtime.is_main else []
     if runtime.is_main:
-        table, rows = pool.report(config.num_variants)
-        write_json(run_dir / "data_report.json", {"sources": rows, "classes": dataset.num_classes})
-        print(f"data: {len(pool)} images -> {dataset.num_classes} classes ({config.num_variants} per image)\n{table}")
-        for eval_set in eval_sets:
-            print(f"eval: {eval_set.name}: {len(eval_set.templates)} templates, {len(eval_set.queries)} distorted queries")
-        print(f"device: {device}, {runtime.world_size} process(es), {torch.get_num_threads()} thread(s) each")
-
-    pfc = PartialFC(
-        dataset.num_classes,
-        model_config.embedding_dim,
-        build_margin(config.margin, config.margin_s, config.margin_m),
-        config.sample_rate,
-        imprint=config.imprint_centres,
-        imprint_momentum=config.imprint_momentum,
-        sparse_update=config.centre_lr is not None,
-    )
-    modules: dict[str, torch.nn.Module] = {"model": model, "pfc": pfc}
-    distill, teacher_targets = None, None
-    if config.teacher:
-        teacher_targets = _teacher_targets(config, pool, run_dir, runtime.is_main)
-        distill = DistillationLoss(
-            model_config.embedding_dim, teacher_targets.shape[1], config.teacher_temperature, config.teacher_weight
-        )
-        modules["distill"] = distill
-    for module in modules.values():
-        module.to(device)
+        _print_data(config, folder, pool, dataset, eval_sets, runtime)
+    pfc, distill, teacher_targets = _heads(config, pool, dataset, folder, runtime.is_main)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for module in (model, pfc, *([distill] if distill else [])):
+        module.to(runtime.device)
     model.to(memory_format=memory_format)
-    trained_model = DistributedDataParallel(model) if runtime.world_size > 1 else model
-    head_params = [p for p in (*pfc.parameters(), *(distill.parameters() if distill else [])) if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": model.parameters(), "weight_decay": config.weight_decay},
-            {"params": head_params, "weight_decay": 0.0},  # centres are normalised; decay would only shrink their step
-        ],
-        lr=config.lr,
-    )
+    optimizer = _optimizer(config, model, pfc, distill)
     sampler = ClassBatchSampler(
         dataset.num_classes,
         config.batch_size,
@@ -206,132 +163,238 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         class_weights=np.repeat(pool.image_weights(), config.num_variants),
         seed=config.seed,
     )
-    steps_per_epoch = len(sampler)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup_steps, config.schedule))
-    autocast_dtype = _autocast_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    warmup_steps = max(1, int(config.warmup_epochs * len(sampler)))
+    schedule = lr_lambda(len(sampler) * config.epochs, warmup_steps, config.schedule)
+    autocast_dtype = _autocast_dtype(config.amp, runtime.device)
+    run = Run(
+        config,
+        runtime,
+        folder,
+        pool,
+        dataset,
+        model,
+        DistributedDataParallel(model) if runtime.world_size > 1 else model,
+        pfc,
+        distill,
+        teacher_targets,
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        torch.amp.GradScaler(runtime.device.type, enabled=autocast_dtype == torch.float16),
+        sampler,
+        eval_sets,
+        autocast_dtype,
+        memory_format,
+    )
+    _restore_or_start(run, resume)
+    run.writer = _tensorboard(folder, config.tensorboard) if runtime.is_main else None
+    return run
 
+
+def _start_folder(config: TrainConfig, is_main: bool, resume: bool) -> Path:
+    folder = Path(config.out)
+    if not resume and (folder / "checkpoints").exists():
+        raise DocembError(f"{folder}: already holds a run; pass --resume {folder} to continue it, or choose another --out")
+    barrier()  # every rank checked before rank 0 creates the folder
+    if is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "config.yaml", to_yaml(config))
+    return folder
+
+
+def _dataset(config: TrainConfig, pool: TemplatePool, runtime: Runtime, model: EmbeddingModel) -> ExpandedTemplates:
+    dataset = ExpandedTemplates(
+        pool, model.preprocessing, config.num_variants, augment=config.augment, work_size=config.work_size, seed=config.seed
+    )
+    classes_per_step = config.batch_size // config.views_per_class * runtime.world_size
+    if dataset.num_classes < classes_per_step:
+        raise DocembError(
+            f"{dataset.num_classes} classes do not fill one step of {classes_per_step}: add templates or lower --batch-size"
+        )
+    return dataset
+
+
+def _eval_set(config: TrainConfig, path: str, model: EmbeddingModel) -> EvalSet:
+    return build_eval_set(
+        os.path.expanduser(path), model.preprocessing, config.eval_queries, config.eval_strength, seed=config.seed
+    )
+
+
+def _print_data(
+    config: TrainConfig, folder: Path, pool: TemplatePool, dataset: ExpandedTemplates, eval_sets: list[EvalSet], runtime: Runtime
+) -> None:
+    """The data report (printed and saved as data_report.json) and the eval sets."""
+    table, rows = pool.report(config.num_variants)
+    write_json(folder / "data_report.json", {"sources": rows, "classes": dataset.num_classes})
+    print(f"data: {len(pool)} images -> {dataset.num_classes} classes ({config.num_variants} per image)\n{table}")
+    for eval_set in eval_sets:
+        print(f"eval: {eval_set.name}: {len(eval_set.templates)} templates, {len(eval_set.queries)} distorted queries")
+    print(f"device: {runtime.device}, {runtime.world_size} process(es), {torch.get_num_threads()} thread(s) each")
+
+
+def _heads(
+    config: TrainConfig, pool: TemplatePool, dataset: ExpandedTemplates, folder: Path, is_main: bool
+) -> tuple[PartialFC, DistillationLoss | None, torch.Tensor | None]:
+    """PartialFC over every class, and the distillation head with its teacher's targets."""
+    dim = config.embedding_dim
+    margin = build_margin(config.margin, config.margin_s, config.margin_m)
+    pfc = PartialFC(
+        dataset.num_classes,
+        dim,
+        margin,
+        config.sample_rate,
+        imprint=config.imprint_centres,
+        imprint_momentum=config.imprint_momentum,
+        sparse_update=config.centre_lr is not None,
+    )
+    if not config.teacher:
+        return pfc, None, None
+    targets = _teacher_targets(config, pool, folder, is_main)
+    distill = DistillationLoss(dim, targets.shape[1], config.teacher_temperature, config.teacher_weight)
+    return pfc, distill, targets
+
+
+def _optimizer(
+    config: TrainConfig, model: EmbeddingModel, pfc: PartialFC, distill: DistillationLoss | None
+) -> torch.optim.Optimizer:
+    head_params = [p for p in (*pfc.parameters(), *(distill.parameters() if distill else [])) if p.requires_grad]
+    groups = [
+        {"params": model.parameters(), "weight_decay": config.weight_decay},
+        {"params": head_params, "weight_decay": 0.0},  # centres are normalised; decay would only shrink their step
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _restore_or_start(run: Run, resume: bool) -> None:
     if resume:
-        state = load_checkpoint(run_dir, modules, optimizer, scheduler, scaler, runtime.rank, runtime.world_size)
-        if runtime.is_main:
-            print(f"resumed {run_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.step % steps_per_epoch})")
+        run.state = load_checkpoint(run)
+        if run.runtime.is_main:
+            step = run.state.step
+            print(f"resumed {run.folder} at step {step} (epoch {run.state.epoch + 1}, batch {step % run.steps_per_epoch})")
     else:
-        state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(model, eval_sets)[0]}])
+        run.state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(run)[0]}])
 
-    def checkpoint() -> None:
-        save_checkpoint(run_dir, modules, optimizer, scheduler, scaler, state, runtime.rank, runtime.world_size)
 
-    writer = _tensorboard(run_dir, config.tensorboard) if runtime.is_main else None
-    started = time.perf_counter()
-    samples = 0
-    final_embeddings = None  # of the last epoch evaluated, for the threshold table and plots
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        for module in modules.values():
-            module.train()
-        done = state.step - (epoch - 1) * steps_per_epoch  # batches of this epoch run before a resume
-        sampler.set_epoch(epoch, skip=done)
-        # own generator: creating the loader must not draw from the global RNG that a
-        # checkpoint restores, or a resumed run would sample different PartialFC centres
-        loader = DataLoader(
-            dataset, batch_sampler=sampler, num_workers=config.workers, generator=torch.Generator().manual_seed(config.seed)
-        )
-        losses = []
-        epoch_start = waited = time.perf_counter()
-        data_seconds = 0.0  # time the step waited for its batch: augmentation not hidden by the workers
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch}/{config.epochs}",
-            unit="batch",
-            initial=done,
-            total=steps_per_epoch,
-            dynamic_ncols=True,
-            disable=not runtime.is_main,
-        )
-        for images, labels in bar:
-            data_seconds += time.perf_counter() - waited
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                embeddings = trained_model(images)
-            loss = pfc(embeddings, labels)
-            terms = {"margin": loss.item()}
-            if distill is not None:
-                kd = distill(embeddings, teacher_targets[labels.cpu()].to(device))
-                terms["distill"] = kd.item()
-                loss = loss + kd
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], config.grad_clip)
-            scaler.step(optimizer)
-            if config.centre_lr is not None:
-                centre_lr = config.centre_lr * scheduler.get_last_lr()[0] / config.lr  # on the same schedule
-                pfc.step_centres(centre_lr / (scaler.get_scale() if scaler.is_enabled() else 1.0))  # fp16: rows' grads are scaled
-            scaler.update()
-            scheduler.step()
-            state.step += 1
-            losses.append(loss.item())
-            samples += len(labels) * runtime.world_size
-            bar.set_postfix(
-                loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", data=f"{data_seconds / len(losses):.2f}s"
-            )
-            if writer is not None:
-                writer.add_scalar("train/loss", losses[-1], state.step)
-                writer.add_scalars("train/terms", terms, state.step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
-            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step % steps_per_epoch:
-                checkpoint()  # mid-epoch; the epoch's end writes its own after evaluation
-            waited = time.perf_counter()
-        seconds = time.perf_counter() - epoch_start
-        metrics, final_embeddings = evaluate(model, eval_sets)
-        row = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "images_per_s": len(losses) * config.batch_size * runtime.world_size / max(seconds, 1e-9),
-            "data_wait_share": data_seconds / max(seconds, 1e-9),
-            **metrics,
-        }
-        state.history.append(row)
-        state.epoch = epoch
-        if runtime.is_main:
-            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(f"epoch/{key}", value, epoch)
-                writer.flush()
-            save_model(
-                run_dir / MODEL_FILE,
-                model,
-                metadata={"run": str(run_dir.resolve()), "epoch": epoch, "train_config": asdict(config)},
-            )
-            _write_history(run_dir / "metrics.csv", state.history)
-        checkpoint()
+def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """One pass of the sampler (the rest of it after a mid-epoch resume); returns the epoch's
+    loss, images/s and the share of time spent waiting for data."""
+    config, steps_per_epoch = run.config, run.steps_per_epoch
+    for module in run.modules.values():
+        module.train()
+    done = run.state.step - (epoch - 1) * steps_per_epoch  # batches of this epoch run before a resume
+    run.sampler.set_epoch(epoch, skip=done)
+    # own generator: creating the loader must not draw from the global RNG that a
+    # checkpoint restores, or a resumed run would sample different PartialFC centres
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(run.dataset, batch_sampler=run.sampler, num_workers=config.workers, generator=generator)
+    losses = []
+    epoch_start = waited = time.perf_counter()
+    data_seconds = 0.0  # time the step waited for its batch: augmentation not hidden by the workers
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="batch",
+        initial=done,
+        total=steps_per_epoch,
+        dynamic_ncols=True,
+        disable=not run.runtime.is_main,
+    )
+    for images, labels in bar:
+        data_seconds += time.perf_counter() - waited
+        losses.append(train_step(run, images, labels))
+        lr = run.scheduler.get_last_lr()[0]
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", data=f"{data_seconds / len(losses):.2f}s")
+        if config.checkpoint_every and run.state.step % config.checkpoint_every == 0 and run.state.step % steps_per_epoch:
+            save_checkpoint(run)  # mid-epoch; the epoch's end writes its own after evaluation
+        waited = time.perf_counter()
+    seconds = max(time.perf_counter() - epoch_start, 1e-9)
+    images = len(losses) * config.batch_size * run.runtime.world_size
+    return {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)),
+        "images_per_s": images / seconds,
+        "data_wait_share": data_seconds / seconds,
+    }
 
-    if writer is not None:
-        writer.close()
-    if runtime.is_main:
-        if final_embeddings is None:  # resumed after the last epoch: nothing was evaluated this session
-            final_embeddings = evaluate(model, eval_sets)[1]
+
+def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Forward, margin (and distillation) loss, backward, optimizer and centre steps; the loss."""
+    config, device, scaler, scheduler = run.config, run.device, run.scaler, run.scheduler
+    images = images.to(device, non_blocking=True, memory_format=run.memory_format)
+    labels = labels.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
+        embeddings = run.trained_model(images)
+    loss = run.pfc(embeddings, labels)
+    terms = {"margin": loss.item()}
+    if run.distill is not None:
+        kd = run.distill(embeddings, run.teacher_targets[labels.cpu()].to(device))
+        terms["distill"] = kd.item()
+        loss = loss + kd
+    run.optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_([p for m in run.modules.values() for p in m.parameters()], config.grad_clip)
+    scaler.step(run.optimizer)
+    if config.centre_lr is not None:
+        centre_lr = config.centre_lr * scheduler.get_last_lr()[0] / config.lr  # on the same schedule
+        run.pfc.step_centres(centre_lr / (scaler.get_scale() if scaler.is_enabled() else 1.0))  # fp16: rows' grads are scaled
+    scaler.update()
+    scheduler.step()
+    run.state.step += 1
+    run.samples += len(labels) * run.runtime.world_size
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", loss.item(), run.state.step)
+        run.writer.add_scalars("train/terms", terms, run.state.step)
+        run.writer.add_scalar("train/lr", scheduler.get_last_lr()[0], run.state.step)
+    return loss.item()
+
+
+def evaluate(run: Run) -> tuple[dict[str, float], list[Embeddings]]:
+    """The run's model on its held-out sets (empty on ranks other than 0)."""
+    return evaluate_model(run.model, run.eval_sets)
+
+
+def end_epoch(run: Run, row: dict) -> None:
+    """Log the epoch's row (metrics.csv, TensorBoard, the terminal), save the model and a checkpoint."""
+    run.state.history.append(row)
+    run.state.epoch = row["epoch"]
+    if run.runtime.is_main:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if run.writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    run.writer.add_scalar(f"epoch/{key}", value, row["epoch"])
+            run.writer.flush()
+        metadata = {"run": str(run.folder.resolve()), "epoch": row["epoch"], "train_config": asdict(run.config)}
+        save_model(run.folder / MODEL_FILE, run.model, metadata=metadata)
+        _write_history(run.folder / "metrics.csv", run.state.history)
+    save_checkpoint(run)
+
+
+def finish(run: Run) -> Path:
+    """The report (held-out figures before and after, the threshold table, plots); the model's path."""
+    if run.writer is not None:
+        run.writer.close()
+    if run.runtime.is_main:
+        if run.final_embeddings is None:  # resumed after the last epoch: nothing was evaluated this session
+            run.final_embeddings = evaluate(run)[1]
+        elapsed = max(1e-9, time.perf_counter() - run.started)
         report = {
-            "model": str(run_dir / MODEL_FILE),
-            "untrained": {k: v for k, v in state.history[0].items() if "/" in k},
-            "trained": {k: v for k, v in state.history[-1].items() if "/" in k},
-            "epochs": config.epochs,
-            "train_seconds_this_session": round(time.perf_counter() - started, 1),
-            "images_per_s": round(samples / max(1e-9, time.perf_counter() - started), 1),
-            "device": str(device),
-            "world_size": runtime.world_size,
+            "model": str(run.folder / MODEL_FILE),
+            "untrained": {k: v for k, v in run.state.history[0].items() if "/" in k},
+            "trained": {k: v for k, v in run.state.history[-1].items() if "/" in k},
+            "epochs": run.config.epochs,
+            "train_seconds_this_session": round(elapsed, 1),
+            "images_per_s": round(run.samples / elapsed, 1),
+            "device": str(run.device),
+            "world_size": run.runtime.world_size,
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
-            "thresholds": write_evaluation(eval_sets, final_embeddings, run_dir / "plots"),
+            "thresholds": write_evaluation(run.eval_sets, run.final_embeddings, run.folder / "plots"),
         }
-        write_json(run_dir / "report.json", report)
+        write_json(run.folder / "report.json", report)
         _print_report(report)
     barrier()
-    return run_dir / MODEL_FILE
+    return run.folder / MODEL_FILE
 
 
 def _initial_model(config: TrainConfig, model_config: ModelConfig) -> EmbeddingModel:
