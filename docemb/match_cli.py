@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docemb.errors import DocembError
+
+if TYPE_CHECKING:
+    from docemb.templates import Decision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="match threshold (default: the contract's, measured at FPR 1e-2)")
     parser.add_argument("-k", type=int, default=3, help="templates listed per photo (default: 3)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="geometric verification: `register` keeps each template's local features; matching re-ranks the cosine "
+        "shortlist by RANSAC inliers (docemb.verify)",
+    )
+    parser.add_argument("--shortlist", type=int, default=20, help="templates verified per photo with --verify (default: 20)")
 
 
 def contract_threshold(model_path: Path) -> float:
@@ -29,50 +40,80 @@ def contract_threshold(model_path: Path) -> float:
 
 
 def register(args: argparse.Namespace, templates: list[str]) -> None:
+    from dataclasses import asdict
+
     from docemb.api import load_model
+    from docemb.imageio import read_rgb
     from docemb.templates import StoreInfo, TemplateStore, info_path, read_info, write_info
+    from docemb.verify import VerifyRule, VerifySettings, features_path
 
     if args.model is None:
         raise DocembError("register needs --model")
     model = load_model(args.model)
-    vectors = model.embed(templates)
+    images = [read_rgb(path) for path in templates]
+    vectors = model.embed(images)
     if args.store.is_file():
         store, info = TemplateStore.read(args.store), read_info(args.store)
         if info.model_sha256 != model.sha256:
             raise DocembError(f"{args.store}: registered with {info.model}, not {model.name}; use another --store")
+        if args.verify != (store.verify_settings is not None):
+            raise DocembError(f"{args.store}: registered {'without' if args.verify else 'with'} --verify; register the same way")
     else:
         threshold = args.threshold if args.threshold is not None else contract_threshold(args.model)
-        store, info = TemplateStore(vectors.shape[1]), StoreInfo(str(args.model), model.sha256, threshold)
-    for path, vector in zip(templates, vectors):
-        store.put(Path(path).stem, vector)
+        rule = asdict(VerifyRule()) if args.verify else None
+        store = TemplateStore(vectors.shape[1], VerifySettings() if args.verify else None)
+        info = StoreInfo(str(args.model), model.sha256, threshold, rule)
+    for path, vector, image in zip(templates, vectors, images):
+        store.put(Path(path).stem, vector, image)
     store.write(args.store)
     write_info(args.store, info)
     print(
         f"{args.store}: {len(store)} templates ({len(templates)} registered now; {info_path(args.store)} holds model and threshold)"
     )
+    if args.verify:
+        size = features_path(args.store).stat().st_size
+        print(f"{features_path(args.store)}: local features, {size / 1e3:.0f} kB ({size / len(store) / 1e3:.1f} kB per template)")
 
 
 def match(args: argparse.Namespace) -> None:
     from docemb.api import load_model
+    from docemb.imageio import read_rgb
     from docemb.templates import TemplateStore, read_info
+    from docemb.verify import VerifyRule
 
     store, info = TemplateStore.read(args.store), read_info(args.store)
     model = load_model(args.model or info.model)
     if model.sha256 != info.model_sha256:
         raise DocembError(f"{model.path}: not the model {info.model} the templates of {args.store} were registered with")
     threshold = args.threshold if args.threshold is not None else info.threshold
-    decisions = [store.decide(vector, threshold, args.k) for vector in model.embed(args.images)]
+    if args.verify and store.verify_settings is None:
+        raise DocembError(f"{args.store}: registered without features; register again with --verify")
+    rule = VerifyRule(**info.verify_rule) if info.verify_rule else VerifyRule()
+    images = [read_rgb(path) for path in args.images]
+    decisions = [
+        store.match(vector, threshold, args.k, image, args.verify, rule, args.shortlist)
+        for vector, image in zip(model.embed(images), images)
+    ]
     if args.json:
-        print(
-            json.dumps(
-                [{"photo": p, "label": d.label, "score": d.score, "top": d.top} for p, d in zip(args.images, decisions)], indent=2
-            )
-        )
+        print(json.dumps([{"photo": p, **_decision_json(d)} for p, d in zip(args.images, decisions)], indent=2))
         return
-    print(f"threshold {threshold:.4f}")
+    print(
+        f"threshold {threshold:.4f}"
+        + (f"; verified: >= {rule.min_inliers} inliers and cosine >= {rule.verified_cosine:.4f}" if args.verify else "")
+    )
     for photo, decision in zip(args.images, decisions):
         top = "  ".join(f"{name} {score:.3f}" for name, score in decision.top)
-        print(f"{photo}: {decision.label} ({decision.score:.4f})   top: {top}")
+        how = ""
+        if args.verify:
+            how = f"  [{'verified, ' if decision.verified else ''}{decision.inliers} inliers, cosine rank {decision.cosine_rank + 1}]"
+        print(f"{photo}: {decision.label} ({decision.score:.4f}){how}   top: {top}")
+
+
+def _decision_json(decision: Decision) -> dict:
+    answer = {"label": decision.label, "score": decision.score, "top": decision.top}
+    if decision.inliers is not None:
+        answer |= {"verified": decision.verified, "inliers": decision.inliers, "cosine_rank": decision.cosine_rank}
+    return answer
 
 
 def run(args: argparse.Namespace) -> None:

@@ -3,7 +3,8 @@
 The store file is the Android app's own format (android_demo/core TemplateStore.java: "DEMB",
 version, dimension, count, then per template a modified-UTF-8 name and big-endian float32s), so
 templates registered on a desktop load on a phone and back. Which model made the embeddings
-and the match threshold sit beside it in `STORE.json`.
+and the match threshold sit beside it in `STORE.json`; templates registered for geometric
+verification keep their local features in `STORE.features.npz` (docemb.verify).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from docemb import verify as verification
 from docemb.atomic import atomic_path, write_json
 from docemb.errors import DocembError
+from docemb.verify import Features, VerifyRule, VerifySettings
 
 MAGIC = 0x44454D42  # "DEMB"
 VERSION = 1
@@ -31,6 +34,7 @@ class StoreInfo:
     model: str
     model_sha256: str
     threshold: float
+    verify_rule: dict | None = None  # VerifyRule's fields, for stores registered with features
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class Decision:
     score: float
     matched: bool
     top: list[tuple[str, float]]
+    verified: bool = False  # decided by geometric verification, not the cosine threshold
+    inliers: int | None = None  # of the best template, when verification ran (-1: too few keypoints)
+    cosine_rank: int = 0  # the best template's place in the cosine order
 
     @property
     def label(self) -> str:
@@ -48,18 +55,26 @@ class Decision:
 class TemplateStore:
     """Name -> unit embedding, in registration order."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, verify_settings: VerifySettings | None = None) -> None:
         self.dim = dim
         self.templates: dict[str, np.ndarray] = {}
+        self.verify_settings = verify_settings  # set: templates keep local features for verification
+        self.features: dict[str, Features] = {}
 
-    def put(self, name: str, embedding: np.ndarray) -> None:
+    def put(self, name: str, embedding: np.ndarray, image: np.ndarray | None = None) -> None:
+        """Register (or replace) a template; with verification on, its RGB `image` gives its features."""
         vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.dim:
             raise DocembError(f"embedding of {name} has {vector.shape[0]} values, expected {self.dim}")
+        if self.verify_settings is not None:
+            if image is None:
+                raise DocembError(f"{name}: this store verifies matches; register the template with its image")
+            self.features[name] = verification.features(image, self.verify_settings)
         self.templates[name] = (vector / np.float32(max(np.linalg.norm(vector), 1e-12))).astype(np.float32)
 
     def remove(self, name: str) -> None:
         self.templates.pop(name, None)
+        self.features.pop(name, None)
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -74,11 +89,40 @@ class TemplateStore:
         return [(names[i], float(scores[i])) for i in order]
 
     def decide(self, query: np.ndarray, threshold: float, k: int = 3) -> Decision:
+        """Best template by cosine, matched at `threshold`: the Android core's decision."""
         top = self.top_k(query, k)
         if not top:
             return Decision(None, float("nan"), False, [])
         name, score = top[0]
         return Decision(name, score, score >= threshold, top)
+
+    def match(
+        self,
+        query: np.ndarray,
+        threshold: float,
+        k: int = 3,
+        image: np.ndarray | None = None,
+        verify: bool = False,
+        rule: VerifyRule = VerifyRule(),
+        shortlist: int = 20,
+    ) -> Decision:
+        """`decide`, or with `verify` the cosine shortlist re-ranked by geometric verification
+        of the query's RGB `image` against each template (docemb.verify)."""
+        if not verify:
+            return self.decide(query, threshold, k)
+        if self.verify_settings is None or image is None:
+            raise DocembError("verification needs a store registered with features and the query's image")
+        names = list(self.templates)
+        cosines = np.stack(list(self.templates.values())) @ np.asarray(query, dtype=np.float32).reshape(-1)
+        shortlisted = [self.features[n] for n in names]
+        query_features = verification.features(image, self.verify_settings)
+        candidates = verification.rerank(query_features, cosines, shortlisted, shortlist, self.verify_settings)
+        verdict = verification.decide(candidates, threshold, rule)
+        if verdict.best is None:
+            return Decision(None, float("nan"), False, [])
+        top = [(names[c.index], c.cosine) for c in candidates[:k]]
+        best = verdict.best
+        return Decision(names[best.index], best.cosine, verdict.matched, top, verdict.verified, best.inliers, best.cosine_rank)
 
     # the Android app's binary format -----------------------------------------------------------
     def write(self, path: str | os.PathLike) -> None:
@@ -88,6 +132,10 @@ class TemplateStore:
             parts.append(struct.pack(">H", len(encoded)) + encoded + vector.astype(">f4").tobytes())
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"".join(parts))
+        if self.verify_settings is not None:
+            verification.save_features(
+                verification.features_path(path), self.verify_settings, {n: self.features[n] for n in self.templates}
+            )
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> TemplateStore:
@@ -107,6 +155,12 @@ class TemplateStore:
                 offset += 4 * dim
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise DocembError(f"{path}: truncated or corrupt template store ({exc})") from None
+        features_file = verification.features_path(path)
+        if features_file.is_file():
+            store.verify_settings, store.features = verification.load_features(features_file)
+            missing = set(store.templates) - set(store.features)
+            if missing:
+                raise DocembError(f"{features_file}: no features for {sorted(missing)[:3]}; register them again")
         return store
 
 

@@ -10,10 +10,16 @@ few keypoints (a flat card) the cosine order stands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from docemb.atomic import atomic_path
+from docemb.errors import DocembError
 
 DETECTORS = ("orb", "akaze", "sift")
 
@@ -56,7 +62,7 @@ def _detector(settings: VerifySettings):
         return cv2.AKAZE_create()
     if settings.detector == "sift":
         return cv2.SIFT_create(nfeatures=settings.features)
-    raise ValueError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")
+    raise DocembError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")
 
 
 def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
@@ -95,3 +101,71 @@ def rerank(
     ]
     verified = sorted((c for c in candidates if c.inliers >= settings.min_inliers), key=lambda c: (-c.inliers, c.cosine_rank))
     return verified + [c for c in candidates if c.inliers < settings.min_inliers]
+
+
+@dataclass(frozen=True)
+class VerifyRule:
+    """Match or unknown from both signals. A shortlisted template with at least `min_inliers`
+    inliers matches when its cosine also reaches `verified_cosine` (so a shared header alone
+    does not pass an unregistered page); without such a template, or where features cannot
+    decide (flat cards), the plain cosine threshold applies."""
+
+    min_inliers: int = 15
+    verified_cosine: float = 0.0
+
+
+@dataclass(frozen=True)
+class VerifiedDecision:
+    best: Candidate | None
+    matched: bool
+    verified: bool  # the decision rests on inliers, not on the cosine threshold
+    shortlist: list[Candidate]
+
+
+def decide(ranked: list[Candidate], threshold: float, rule: VerifyRule) -> VerifiedDecision:
+    """The decision for a shortlist re-ranked by `rerank`."""
+    if not ranked:
+        return VerifiedDecision(None, False, False, [])
+    best = ranked[0]
+    if best.inliers >= rule.min_inliers:
+        return VerifiedDecision(best, best.cosine >= rule.verified_cosine, True, ranked)
+    by_cosine = min(ranked, key=lambda c: c.cosine_rank)
+    return VerifiedDecision(by_cosine, by_cosine.cosine >= threshold, False, ranked)
+
+
+FEATURES_VERSION = 1
+
+
+def features_path(store: str | os.PathLike) -> Path:
+    return Path(f"{store}.features.npz")
+
+
+def save_features(path: str | os.PathLike, settings: VerifySettings, named: dict[str, Features]) -> int:
+    """Templates' features in one versioned .npz (no pickle), written atomically; returns its size in bytes."""
+    meta = {"version": FEATURES_VERSION, "settings": asdict(settings), "names": list(named)}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    for i, item in enumerate(named.values()):
+        arrays[f"k{i}"] = item.keypoints
+        arrays[f"d{i}"] = item.descriptors if item.descriptors is not None else np.zeros((0, 32), np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return Path(path).stat().st_size
+
+
+def load_features(path: str | os.PathLike) -> tuple[VerifySettings, dict[str, Features]]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes())
+            if meta.get("version") != FEATURES_VERSION:
+                raise DocembError(
+                    f"{path}: features version {meta.get('version')} is not supported (this docemb reads {FEATURES_VERSION})"
+                )
+            named = {}
+            for i, name in enumerate(meta["names"]):
+                descriptors = data[f"d{i}"]
+                named[name] = Features(data[f"k{i}"], descriptors if len(descriptors) else None)
+    except FileNotFoundError:
+        raise DocembError(f"{path}: missing; register the templates again with --verify") from None
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise DocembError(f"{path}: not a docemb features file ({exc})") from None
+    return VerifySettings(**meta["settings"]), named

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from docemb.verify import features, inliers, rerank
+from docemb.errors import DocembError
+from docemb.templates import TemplateStore
+from docemb.verify import (
+    Candidate,
+    VerifyRule,
+    VerifySettings,
+    decide,
+    features,
+    features_path,
+    inliers,
+    load_features,
+    rerank,
+    save_features,
+)
 
 
 def text_page(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
@@ -58,3 +72,42 @@ def test_flat_cards_fall_back_to_the_cosine_order():
     assert inliers(query, features(cards[0])) == -1  # too few keypoints to verify
     ranked = rerank(query, np.array([0.8, 0.7]), [features(c) for c in cards], k=2)
     assert [c.index for c in ranked] == [0, 1] and all(c.inliers == -1 for c in ranked)
+
+
+def test_a_store_keeps_features_and_verification_overrules_a_wrong_cosine(tmp_path):
+    first, second = text_page(1), text_page(2)
+    store = TemplateStore(2, VerifySettings())
+    store.put("page1", np.array([1.0, 0.0]), first)
+    store.put("page2", np.array([0.8, 0.6]), second)
+    store.write(tmp_path / "pages.store")
+    size = features_path(tmp_path / "pages.store").stat().st_size
+    assert 0 < size < 200_000
+    again = TemplateStore.read(tmp_path / "pages.store")
+    assert again.verify_settings == VerifySettings() and set(again.features) == {"page1", "page2"}
+    query = np.array([0.7, 0.714])  # the embedding prefers page 2; the capture is of page 1
+    plain = again.match(query, threshold=0.5)
+    assert plain.best == "page2" and plain.inliers is None
+    verified = again.match(query, threshold=0.5, image=capture(first, seed=3), verify=True)
+    assert verified.best == "page1" and verified.verified and verified.matched and verified.cosine_rank == 1
+    assert verified.inliers >= 50
+
+
+def test_inliers_of_a_shared_header_do_not_pass_a_cosine_below_the_verified_floor():
+    shared_header = [Candidate(0, 0, 0.4, 40), Candidate(1, 1, 0.3, 5)]
+    assert not decide(shared_header, threshold=0.9, rule=VerifyRule(min_inliers=15, verified_cosine=0.6)).matched
+    assert decide(shared_header, threshold=0.9, rule=VerifyRule(min_inliers=15, verified_cosine=0.3)).matched
+    flat = [Candidate(1, 0, 0.95, -1), Candidate(0, 1, 0.5, -1)]
+    verdict = decide(flat, threshold=0.9, rule=VerifyRule())
+    assert verdict.matched and not verdict.verified and verdict.best.index == 1  # cosine decides
+
+
+def test_a_features_file_of_another_version_is_refused_by_name(tmp_path):
+    path = tmp_path / "s.store.features.npz"
+    save_features(path, VerifySettings(), {"a": features(text_page(1))})
+    assert load_features(path)[1]["a"].count > 30
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["meta"] = np.frombuffer(b'{"version": 99, "settings": {}, "names": []}', dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(DocembError, match="s.store.features.npz: features version 99"):
+        load_features(path)
