@@ -1,0 +1,194 @@
+"""`python -m docemb.benchmark.verification MODEL --data EVAL_FOLDER`: what geometric verification
+adds to the embedding, and what it costs.
+
+The captures are docemb.capture's (the ones `docemb evaluate` scores), kept at capture
+resolution for the local features. Per strength and kind of template: Recall@1 by cosine and
+after re-ranking the shortlist, and open-set TPR at FPR 1e-2 against the folder's `unknown/`
+captures for both decision rules. The rule's inlier count is calibrated on one strength
+(`--calibrate-on`, default hard) so that unknown captures are rarely verified; then the time
+per query for each shortlist length, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from docemb.atomic import write_json
+from docemb.benchmark.quality import OPEN_SET_FPR, open_set, template_kinds
+from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
+from docemb.embedders import Embedder, load_embedder
+from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
+from docemb.imageio import list_images, load_images
+from docemb.preprocess import Preprocessing
+from docemb.verify import Candidate, Features, VerifyRule, VerifySettings, decide, features, rerank
+
+
+@dataclass
+class Captures:
+    """Queries of one strength: labels, embeddings and local features (unknown ones: label -1)."""
+
+    labels: np.ndarray
+    embeddings: np.ndarray
+    features: list[Features]
+
+
+@dataclass
+class StrengthRun:
+    known: Captures
+    unknown: Captures | None
+    known_lists: list[list[Candidate]]  # each known capture's shortlist, re-ranked
+    unknown_lists: list[list[Candidate]]
+
+
+@dataclass(frozen=True)
+class VerifyRow:
+    strength: str
+    group: str
+    queries: int
+    recall_cosine: float
+    recall_verified: float
+    tpr_cosine: float | None
+    tpr_verified: float | None
+
+
+def _captures(
+    images: list[np.ndarray], strength: str, seed: int, embed: Embedder, prep: Preprocessing, settings: VerifySettings
+) -> Captures:
+    rng = np.random.default_rng(seed)  # the order docemb.evaluation.build_eval_set draws in
+    shots = [simulate_capture(image, strength, rng) for image in tqdm(images, desc=f"captures {strength}", leave=False)]
+    embeddings = embed_resized(embed, prep, np.stack([prep.resize(s) for s in shots]))
+    return Captures(np.arange(len(shots)), embeddings, [features(s, settings) for s in shots])
+
+
+def _shortlists(
+    captures: Captures, templates: np.ndarray, named: list[Features], k: int, settings: VerifySettings
+) -> list[list[Candidate]]:
+    scores = captures.embeddings @ templates.T
+    return [rerank(q, s, named, k, settings) for q, s in zip(tqdm(captures.features, desc="verify", leave=False), scores)]
+
+
+def calibrate(unknown: list[list[Candidate]], fpr: float = OPEN_SET_FPR / 2) -> VerifyRule:
+    """The fewest inliers that at most `fpr` of unknown captures reach on any shortlisted template
+    (half the open-set budget; the cosine threshold takes the rest)."""
+    most = np.sort([max((c.inliers for c in shortlist), default=0) for shortlist in unknown])[::-1]
+    reached = int(most[min(int(np.floor(fpr * len(most))), len(most) - 1)]) + 1
+    return VerifyRule(min_inliers=max(VerifyRule().min_inliers, reached))
+
+
+def _open_set_verified(
+    known: list[list[Candidate]], unknown: list[list[Candidate]], labels: np.ndarray, rule: VerifyRule
+) -> float:
+    """TPR at FPR 1e-2 for the combined rule: the cosine threshold of unverified decisions is set
+    so that unknown captures pass (verified or not) at most 1 % of the time."""
+    unknown_verdicts = [decide(s, 2.0, rule) for s in unknown]
+    verified_fp = sum(v.matched for v in unknown_verdicts)
+    rest = np.sort([v.best.cosine for v in unknown_verdicts if not v.verified])[::-1]
+    allowed = max(0, int(np.floor(OPEN_SET_FPR * len(unknown))) - verified_fp)
+    threshold = float(rest[min(allowed, len(rest) - 1)]) if len(rest) else -1.0
+    verdicts = [decide(s, np.nextafter(threshold, 2), rule) for s in known]
+    return float(np.mean([v.matched and v.best.index == label for v, label in zip(verdicts, labels)]))
+
+
+def _rows(strength: str, kinds: list[str], run: StrengthRun, templates: np.ndarray, rule: VerifyRule) -> list[VerifyRow]:
+    captures, known, unknown, labels = run.known, run.known_lists, run.unknown_lists, run.known.labels
+    scores = captures.embeddings @ templates.T
+    cosine_best = scores.argmax(axis=1)
+    verified_best = np.array([decide(s, -2.0, rule).best.index for s in known])
+    impostor = (run.unknown.embeddings @ templates.T).max(axis=1) if run.unknown else None
+    query_kinds = np.asarray(kinds)[labels]
+    rows = []
+    for group in ["all", *sorted(set(kinds))]:
+        pick = np.ones(len(labels), bool) if group == "all" else query_kinds == group
+        correct = cosine_best[pick] == labels[pick]
+        tpr_cos = open_set(scores.max(axis=1)[pick], correct, impostor)[0] if impostor is not None else None
+        picked = [s for s, p in zip(known, pick) if p]
+        tpr_ver = _open_set_verified(picked, unknown, labels[pick], rule) if unknown else None
+        recall_verified = float(np.mean(verified_best[pick] == labels[pick]))
+        rows.append(VerifyRow(strength, group, int(pick.sum()), float(correct.mean()), recall_verified, tpr_cos, tpr_ver))
+    return rows
+
+
+def _timing(
+    captures: Captures, templates: np.ndarray, named: list[Features], settings: VerifySettings, ks: list[int], n: int = 50
+) -> dict[str, float]:
+    """Milliseconds per query (local features of the query included), one thread."""
+    cv2.setNumThreads(1)
+    times = {}
+    for k in [*ks, len(named)]:
+        start = time.perf_counter()
+        for embedding, query in zip(captures.embeddings[:n], captures.features[:n]):
+            rerank(query, templates @ embedding, named, k, settings)
+        times[str(k)] = 1e3 * (time.perf_counter() - start) / min(n, len(captures.features))
+    return times
+
+
+def benchmark(model: Path, folder: Path, strengths: list[str], k: int, ks: list[int], calibrate_on: str) -> dict:
+    settings = VerifySettings()
+    embed, prep = load_embedder(model)
+    paths = list_images(folder / "templates" if (folder / "templates").is_dir() else folder)
+    images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
+    kinds = template_kinds(folder, [p.name for p in paths])
+    templates = embed_resized(embed, prep, np.stack([prep.resize(i) for i in images]))
+    named = [features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
+    unknown_images = (
+        load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)[0] if (folder / "unknown").is_dir() else []
+    )
+    runs = {}
+    for strength in [calibrate_on, *[s for s in strengths if s != calibrate_on]]:
+        known = _captures(images, strength, 0, embed, prep, settings)
+        unknown = _captures(unknown_images, strength, 1, embed, prep, settings) if unknown_images else None
+        unknown_lists = _shortlists(unknown, templates, named, k, settings) if unknown else []
+        runs[strength] = StrengthRun(known, unknown, _shortlists(known, templates, named, k, settings), unknown_lists)
+    rule = calibrate(runs[calibrate_on].unknown_lists) if unknown_images else VerifyRule()
+    rows = [row for strength in strengths for row in _rows(strength, kinds, runs[strength], templates, rule)]
+    feature_bytes = np.mean([f.keypoints.nbytes + (f.descriptors.nbytes if f.descriptors is not None else 0) for f in named])
+    timing = _timing(runs[calibrate_on].known, templates, named, settings, ks)
+    return {
+        "rule": asdict(rule),
+        "settings": asdict(settings),
+        "shortlist": k,
+        "rows": [asdict(r) for r in rows],
+        "feature_bytes_per_template": float(feature_bytes),
+        "ms_per_query": timing,
+        "templates": len(named),
+    }
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'strength':<8} {'group':<14} {'queries':>7} {'R@1 cos':>8} {'R@1 ver':>8} {'TPR cos':>8} {'TPR ver':>8}"]
+    for r in result["rows"]:
+        tprs = "".join(f" {v:8.3f}" if v is not None else f" {'-':>8}" for v in (r["tpr_cosine"], r["tpr_verified"]))
+        lines.append(
+            f"{r['strength']:<8} {r['group'][:14]:<14} {r['queries']:>7} {r['recall_cosine']:8.3f} {r['recall_verified']:8.3f}{tprs}"
+        )
+    lines.append(f"rule (calibrated): {result['rule']}; shortlist {result['shortlist']}")
+    lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
+    lines.append("ms per query, one thread: " + "  ".join(f"K={k} {v:.1f}" for k, v in result["ms_per_query"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", type=Path, required=True, help="eval folder (templates/ and optional unknown/)")
+    parser.add_argument("--strengths", nargs="+", choices=CAPTURE_STRENGTHS, default=list(CAPTURE_STRENGTHS))
+    parser.add_argument("--calibrate-on", choices=CAPTURE_STRENGTHS, default="hard")
+    parser.add_argument("-k", type=int, default=20, help="shortlist length verified per query (default: 20)")
+    parser.add_argument("--time-k", type=int, nargs="+", default=[5, 10, 20, 50])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = benchmark(args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on)
+    print(format_table(result))
+    if args.out:
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
