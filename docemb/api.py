@@ -46,7 +46,13 @@ class Model:
 
     def embed_resized(self, batch: np.ndarray) -> np.ndarray:
         """Embed an NHWC uint8 batch already at the model's input size (the fast path of bulk indexing)."""
-        return np.asarray(self.run(self.preprocessing.normalize(batch)), dtype=np.float32)
+        embeddings = np.asarray(self.run(self.preprocessing.normalize(batch)), dtype=np.float32)
+        if not np.isfinite(embeddings).all():  # a broken model file; never hand on or store such rows
+            bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+            raise DocembError(
+                f"{self.path}: gave non-finite embeddings for {bad} of {len(embeddings)} images; the model file is broken"
+            )
+        return embeddings
 
     def _resized(self, image: ImageLike) -> np.ndarray:
         array = image if isinstance(image, np.ndarray) else read_rgb(image)

@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from docemb.errors import DocembError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    A full disk while writing is a DocembError naming the file, and whatever `path` held
+    before is left as it was."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise DocembError(f"{target}: cannot write in {target.parent} ({exc.strerror})") from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        kept = "the previous file is kept" if target.exists() else "nothing was written"
+        raise DocembError(f"{target}: no space left on the device while writing it; {kept}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -30,22 +30,24 @@ def run(args: argparse.Namespace) -> None:
     from docemb.api import load_model
     from docemb.atomic import write_json
     from docemb.bulk import build_index
+    from docemb.lock import output_lock
 
     model = load_model(args.model, threads=1)
     started = time.perf_counter()
-    report = build_index(
-        model,
-        args.roots,
-        args.out,
-        args.storage,
-        args.batch_size,
-        args.shard_size,
-        args.workers,
-        args.skip_bad_images,
-        args.fast_jpeg,
-    )
-    seconds = time.perf_counter() - started
-    write_json(args.out / "report.json", {**asdict(report), "seconds": round(seconds, 2), "model": str(args.model)})
+    with output_lock(args.out):
+        report = build_index(
+            model,
+            args.roots,
+            args.out,
+            args.storage,
+            args.batch_size,
+            args.shard_size,
+            args.workers,
+            args.skip_bad_images,
+            args.fast_jpeg,
+        )
+        seconds = time.perf_counter() - started
+        write_json(args.out / "report.json", {**asdict(report), "seconds": round(seconds, 2), "model": str(args.model)})
     rate = report.embedded / max(seconds, 1e-9)
     print(
         f"{args.out}: embedded {report.embedded} ({rate:.0f} images/s), {report.skipped_unchanged} unchanged, {len(report.bad)} unreadable"

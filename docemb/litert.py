@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,13 +87,15 @@ def tflite_embedder(path: str | os.PathLike, threads: int = 1, builtin_normaliza
     layout and type (see to_input). The file has batch 1; rows run one by one."""
     runner = interpreter(path, threads)
     input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
+    busy = threading.Lock()  # one interpreter holds one input and one output tensor: calls take turns
 
     def run(batch: np.ndarray) -> np.ndarray:
         rows = []
         for row in to_input(batch, input_detail, builtin_normalization):
-            runner.set_tensor(input_detail["index"], row[None])
-            runner.invoke()
-            out = runner.get_tensor(output_detail["index"])
+            with busy:
+                runner.set_tensor(input_detail["index"], row[None])
+                runner.invoke()
+                out = runner.get_tensor(output_detail["index"])
             rows.append(out[0] if output_detail["dtype"] == np.float32 else _dequantize(out, output_detail)[0])
         return np.stack(rows).astype(np.float32)
 

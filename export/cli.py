@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from docemb.lock import output_lock
+
+    with output_lock(args.out):
+        _export(args)
+
+
+def _export(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     import numpy as np

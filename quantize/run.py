@@ -16,6 +16,7 @@ from docemb.atomic import write_json, write_text
 from docemb.contract import check_contract, describe_model, write_contract
 from docemb.errors import DocembError
 from docemb.formats import includes, lookup
+from docemb.lock import output_lock
 from docemb.options import to_yaml
 from docemb.preprocess import Preprocessing
 from docemb.quantization import Calibration, FineTune, QuantizationRecord, QuantizedFile
@@ -125,15 +126,16 @@ def quantize(options: QuantizeOptions) -> list[QuantizedFile]:
     `FLOAT.quantize_report.json` and the options as `FLOAT.quantize.yaml`."""
     options.validate()
     job = prepare(options)
-    if job.float_path.suffix == ".tflite":
-        from docemb.quantize.run_tflite import quantize_tflite_kinds
+    with output_lock(job.out):
+        if job.float_path.suffix == ".tflite":
+            from docemb.quantize.run_tflite import quantize_tflite_kinds
 
-        files = quantize_tflite_kinds(job)
-    else:
-        files = [onnx_dynamic(job) if kind == "dynamic" else onnx_static(job) for kind in job.kinds]
-    report = {"float_model": str(job.float_path), **{f.kind: f.report_row() for f in files}}
-    write_json(beside(job.out / job.float_path.name, "quantize_report"), report)
-    write_text(job.out / f"{job.float_path.name}.quantize.yaml", to_yaml(options))
+            files = quantize_tflite_kinds(job)
+        else:
+            files = [onnx_dynamic(job) if kind == "dynamic" else onnx_static(job) for kind in job.kinds]
+        report = {"float_model": str(job.float_path), **{f.kind: f.report_row() for f in files}}
+        write_json(beside(job.out / job.float_path.name, "quantize_report"), report)
+        write_text(job.out / f"{job.float_path.name}.quantize.yaml", to_yaml(options))
     return files
 
 

@@ -72,10 +72,15 @@ def save_checkpoint(run: Run) -> Path:
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    save_file(tensors, partial / f"rank{rank}.safetensors")
-    barrier()
+    try:
+        save_file(tensors, partial / f"rank{rank}.safetensors")
+        barrier()
+        if rank == 0:
+            _write_meta(partial, state, optimizer_meta, run.scheduler, run.scaler, run.runtime.world_size)
+    except (OSError, SafetensorError) as exc:  # a full disk, mostly: the last finished checkpoint still stands
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DocembError(f"{partial}: writing the checkpoint failed ({exc}); the previous checkpoint is kept") from None
     if rank == 0:
-        _write_meta(partial, state, optimizer_meta, run.scheduler, run.scaler, run.runtime.world_size)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         write_json(root / LATEST, {"checkpoint": final.name})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -31,6 +32,7 @@ from docemb.evaluation import (
     tpr_at_fpr,
     verification_metrics,
 )
+from docemb.lock import output_lock
 from docemb.model import EmbeddingModel, ModelConfig, build_model, load_model, load_pretrained_backbone, save_model
 from docemb.options import to_yaml
 from docemb.train.checkpoint import load_checkpoint, save_checkpoint
@@ -128,12 +130,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     Runs as one process, or as one rank of `torchrun`: the backbone is replicated (DDP), the
     PartialFC centres are sharded, rank 0 evaluates and writes the run folder.
     """
-    run = build_run(config, resume)
-    for epoch in range(run.state.epoch + 1, config.epochs + 1):
-        row = train_one_epoch(run, epoch)
-        metrics, run.final_embeddings = evaluate(run)
-        end_epoch(run, {**row, **metrics})
-    return finish(run)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
+    with output_lock(config.out) if main_rank else contextlib.nullcontext():
+        run = build_run(config, resume)
+        for epoch in range(run.state.epoch + 1, config.epochs + 1):
+            row = train_one_epoch(run, epoch)
+            metrics, run.final_embeddings = evaluate(run)
+            end_epoch(run, {**row, **metrics})
+        return finish(run)
 
 
 def build_run(config: TrainConfig, resume: bool = False) -> Run:

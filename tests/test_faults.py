@@ -1,0 +1,124 @@
+"""Faults a long run meets: a second run on the same folder, a killed run's leftovers, a full
+disk, an unusable output folder, a broken model, and many threads on one model."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from docemb.api import load_model
+from docemb.atomic import write_text
+from docemb.errors import DocembError
+from docemb.lock import LOCK_NAME, output_lock
+from docemb.model import save_model
+from docemb.train.checkpoint import load_checkpoint, save_checkpoint
+from docemb.train.distributed import Runtime
+from docemb.train.state import TrainingState
+
+
+def test_a_second_run_on_the_same_folder_is_refused_with_the_holders_pid(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from docemb.lock import output_lock\nwith output_lock({str(tmp_path)!r}):\n    input()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        while not (tmp_path / LOCK_NAME).exists():
+            assert holder.poll() is None
+        with pytest.raises(DocembError, match=f"in use by process {holder.pid}"):
+            with output_lock(tmp_path):
+                pass
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    with output_lock(tmp_path):  # released when the holder ended
+        assert (tmp_path / LOCK_NAME).read_text().startswith(f"{os.getpid()}\n")
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_killed_runs_lock_is_taken_over(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    (tmp_path / LOCK_NAME).write_text(f"{gone.strip()}\nkilled run\n")
+    with output_lock(tmp_path):
+        assert (tmp_path / LOCK_NAME).read_text().startswith(f"{os.getpid()}\n")
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_before_any_work(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DocembError, match="a_file/out: cannot write there"):
+        with output_lock(tmp_path / "a_file" / "out"):
+            pytest.fail("the block must not run")
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_during_a_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    report = tmp_path / "report.json"
+    write_text(report, "finished\n")
+    monkeypatch.setattr(os, "replace", _full_disk)
+    with pytest.raises(DocembError, match="report.json: no space left on the device while writing it; the previous file is kept"):
+        write_text(report, "new\n")
+    assert report.read_text() == "finished\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
+    module = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    run = SimpleNamespace(
+        folder=tmp_path,
+        state=TrainingState(epoch=1, step=10, history=[]),
+        runtime=Runtime(rank=0, world_size=1, device=torch.device("cpu")),
+        modules={"model": module},
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+    )
+    save_checkpoint(run)
+    saved = module.weight.detach().clone()
+    run.state = TrainingState(epoch=2, step=20, history=[])
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    monkeypatch.setattr("docemb.train.checkpoint.save_file", _full_disk)
+    with pytest.raises(DocembError, match="writing the checkpoint failed .*the previous checkpoint is kept"):
+        save_checkpoint(run)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest.json", "step_000000010"]
+    assert load_checkpoint(run).step == 10 and torch.equal(module.weight, saved)
+
+
+def test_a_model_that_gives_non_finite_embeddings_is_named(small_model, tmp_path):
+    with torch.no_grad():
+        small_model.head.fc[0].weight[0, 0] = float("nan")
+    save_model(tmp_path / "broken.safetensors", small_model)
+    with pytest.raises(DocembError, match="broken.safetensors: gave non-finite embeddings for 2 of 2 images"):
+        load_model(tmp_path / "broken.safetensors").embed(np.zeros((2, 80, 60, 3), np.uint8))
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
+def test_eight_threads_on_one_model_get_what_one_thread_gets(small_model, tmp_path, suffix):
+    if suffix == ".tflite":
+        pytest.importorskip("litert_torch", reason="TFLite tools not installed")
+        from docemb.export.tflite_export import export_tflite
+
+        path = export_tflite(small_model, tmp_path / "m.tflite", "float32", "NHWC", False)
+    else:
+        from docemb.export.onnx_export import export_onnx
+
+        path = export_onnx(small_model, tmp_path / "m.onnx")
+    from docemb.contract import describe_model, write_contract
+
+    write_contract(path, small_model.preprocessing, describe_model(path), {"checkpoint": None})
+    model = load_model(path, threads=1)
+    images = [np.random.default_rng(i).integers(0, 255, (70, 50, 3), dtype=np.uint8) for i in range(16)]
+    alone = model.embed(images, batch_size=2)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda i: model.embed(images[i], batch_size=1), range(16)))
+    np.testing.assert_allclose(np.concatenate(together), alone, atol=1e-6)
