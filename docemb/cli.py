@@ -20,6 +20,7 @@ STAGES = {
     "index": ("docemb.index_cli", "embed an image collection into an index (resumable; only new or changed files)"),
     "search": ("docemb.search_cli", "the top-k most similar images of an index for query images"),
     "dedup": ("docemb.dedup_cli", "groups of near-duplicate images in an index, as CSV/JSON and a contact sheet"),
+    "map": ("docemb.map_cli", "a 2-D map of an index (t-SNE), coloured by folder or label, as PNG and HTML"),
     "match": ("docemb.match_cli", "register templates, then match photos to them or call them unknown"),
     "evaluate": (
         "docemb.benchmark.quality",

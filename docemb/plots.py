@@ -158,3 +158,20 @@ def query_grid(
         if not axis.images:
             axis.set_axis_off()
     return _save(figure, Path(path))
+
+
+def collection_map(xy: np.ndarray, groups: list[str], path: str | Path, title: str = "") -> Path:
+    """A scatter of a collection's 2-D map, one colour per group (at most 20 named in the legend)."""
+    names = sorted(set(groups))
+    figure, axis = plt.subplots(figsize=(8, 8))
+    colours = plt.get_cmap("tab20")
+    index = np.asarray([names.index(g) for g in groups])
+    for i, name in enumerate(names):
+        pick = index == i
+        axis.scatter(xy[pick, 0], xy[pick, 1], s=6, color=colours(i % 20), label=name if i < 20 else None, alpha=0.8)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_title(title or f"{len(xy)} images, {len(names)} groups")
+    if len(names) > 1:
+        axis.legend(markerscale=2, fontsize=7, loc="best")
+    return _save(figure, Path(path))

@@ -156,3 +156,22 @@ def test_dedup_finds_copies_in_an_index(collection, checkpoint, tmp_path, capsys
     group_of = {r["path"]: r["group"] for r in records}
     assert group_of[str(copy)] == group_of[str(original)]  # (a tiny model also groups a family's near-identical members)
     assert (tmp_path / "sheet.png").stat().st_size > 0
+
+
+def test_map_draws_the_collection_by_folder_with_thumbnails_on_hover(collection, checkpoint, tmp_path):
+    from docemb.cli import main
+    from docemb.collection_map import folder_groups, layout
+
+    build_index(load_model(checkpoint, threads=1), [collection], tmp_path / "index", workers=1)
+    main(["map", "--index", str(tmp_path / "index"), "--out", str(tmp_path / "map.png"), "--html", str(tmp_path / "map.html")])
+    assert (tmp_path / "map.png").stat().st_size > 0
+    page = (tmp_path / "map.html").read_text()
+    index = Index.open(tmp_path / "index")
+    paths = [index.path(r) for r in np.flatnonzero(index.live)]
+    assert all(json.dumps(p)[1:-1] in page for p in paths) and page.count("data:image/jpeg;base64,") == len(paths)
+    assert sorted(set(folder_groups(paths))) == ["a", "b"]
+    # the map keeps neighbours: each image's nearest point on the map is among its 5 nearest in embedding space
+    xy = layout(index.vectors(), seed=0)
+    on_map = np.argsort(((xy[:, None] - xy[None]) ** 2).sum(-1), axis=1)[:, 1]
+    _, nearest = index.search(index.vectors(), k=6)
+    assert np.mean([m in row[1:] for m, row in zip(on_map, nearest)]) >= 0.7
