@@ -26,6 +26,7 @@ from docemb.errors import DocembError
 
 FORMAT_VERSION = 1
 STORAGES = ("float16", "int8")
+CACHE_BYTES = 2 << 30  # search holds an index decoded in memory up to this size (Index.warm)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Index:
     def __init__(self, folder: Path, meta: IndexMeta) -> None:
         self.folder, self.meta = folder, meta
         self._vectors: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self._decoded: list[np.ndarray] | None = None  # float32 shards, once warm() held them in memory
         self.stamps: list[FileStamp] = []
         for shard in meta.shards:
             self._vectors.append(self._read_shard(shard))
@@ -123,13 +125,22 @@ class Index:
     def known(self) -> dict[str, FileStamp]:
         return {stamp.path: stamp for stamp in self.stamps}
 
+    def warm(self, max_bytes: int = CACHE_BYTES) -> bool:
+        """Hold every shard decoded in memory when that takes at most `max_bytes`, so searches
+        after the first skip decoding; larger indices stay memory-mapped and are streamed."""
+        if self._decoded is None and 4 * len(self.stamps) * self.meta.dim <= max_bytes:
+            self._decoded = [decode(np.asarray(vectors), scale) for vectors, scale in self._vectors]
+        return self._decoded is not None
+
     def _blocks(self, chunk: int):
         """(first row, float32 block) over every stored row, a chunk at a time."""
         offset = 0
-        for vectors, scale in self._vectors:
+        shards = self._decoded or [vectors for vectors, _ in self._vectors]
+        for (_, scale), vectors in zip(self._vectors, shards):
             for start in range(0, len(vectors), chunk):
                 stop = min(start + chunk, len(vectors))
-                yield offset + start, decode(vectors[start:stop], None if scale is None else scale[start:stop])
+                block = vectors[start:stop]
+                yield offset + start, block if self._decoded else decode(block, None if scale is None else scale[start:stop])
             offset += len(vectors)
 
     def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
@@ -149,6 +160,7 @@ class Index:
         float32 rows plus Q x chunk scores whatever the storage, and the running best k are
         merged after each chunk. Rows superseded by a later embedding of their file never win."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        self.warm()
         k = min(k, len(self))
         best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         best_rows = np.zeros((len(queries), 0), dtype=np.int64)

@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--grid", type=Path, help="write a PNG of each query with its top k")
+    parser.add_argument("--ann", action="store_true", help="search the approximate index built by `docemb index --ann`")
 
 
 def query_vectors(queries: list[str], index, model_path: Path | None) -> np.ndarray:
@@ -44,7 +45,18 @@ def run(args: argparse.Namespace) -> None:
     from docemb.index import Index
 
     index = Index.open(args.index)
-    scores, rows = index.search(query_vectors(args.queries, index, args.model), args.k)
+    queries = query_vectors(args.queries, index, args.model)
+    if args.ann:
+        from docemb.ann import Ann
+
+        graph = Ann(args.index)
+        if graph.info.rows != len(index):
+            raise DocembError(
+                f"{args.index}: the approximate index holds {graph.info.rows} of {len(index)} images; run `docemb index --ann` again"
+            )
+        scores, rows = graph.search(queries, args.k)
+    else:
+        scores, rows = index.search(queries, args.k)
     results = [
         {"query": q, "results": [{"path": index.path(int(r)), "score": float(s)} for s, r in zip(score_row, row)]}
         for q, score_row, row in zip(args.queries, scores, rows)

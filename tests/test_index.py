@@ -175,3 +175,17 @@ def test_map_draws_the_collection_by_folder_with_thumbnails_on_hover(collection,
     on_map = np.argsort(((xy[:, None] - xy[None]) ** 2).sum(-1), axis=1)[:, 1]
     _, nearest = index.search(index.vectors(), k=6)
     assert np.mean([m in row[1:] for m, row in zip(on_map, nearest)]) >= 0.7
+
+
+def test_approximate_search_finds_what_exact_search_finds(collection, checkpoint, tmp_path, capsys):
+    from docemb.ann import Ann
+    from docemb.cli import main
+
+    main(["index", str(collection), "--model", str(checkpoint), "--out", str(tmp_path / "index"), "--workers", "1", "--ann"])
+    assert "recall@10 against exact 1.000" in capsys.readouterr().out
+    index = Index.open(tmp_path / "index")
+    exact_scores, exact_rows = index.search(index.vectors(), k=3)
+    scores, rows = Ann(tmp_path / "index").search(index.vectors(), k=3)
+    assert np.array_equal(rows, exact_rows) and np.allclose(scores, exact_scores, atol=2e-3)
+    main(["search", index.path(int(rows[0, 0])), "--index", str(tmp_path / "index"), "--ann", "-k", "2", "--json"])
+    assert json.loads(capsys.readouterr().out)[0]["results"][0]["path"] == index.path(int(rows[0, 0]))
