@@ -71,6 +71,10 @@ class QuantizeOptions:
             "choices": ("auto", "always", "never"),
         },
     )
+    qat_kinds: list[str] = field(
+        default_factory=lambda: ["static", "full"],
+        metadata={"help": "the int8 kinds --qat applies to (full: TFLite full integer)"},
+    )
     qat_steps: int = field(default=QatSettings.steps, metadata={"help": "fine-tune steps of 32 images"})
     qat_lr: float = field(default=QatSettings.lr, metadata={"help": "fine-tune learning rate"})
     qat_images: int = field(default=1024, metadata={"help": "calibration-pool images the fine-tune draws from"})
@@ -87,7 +91,7 @@ class QuantizeOptions:
             raise DocembError("give --model FLOAT_MODEL (.onnx or .tflite written by `docemb export`)")
         if len(self.drift_target) != 2:
             raise DocembError(f"drift_target takes MEAN MIN, got {self.drift_target}")
-        unknown = set(self.include) - set(includes("quantize"))
+        unknown = (set(self.include) | set(self.qat_kinds)) - set(includes("quantize"))
         if unknown:
             raise DocembError(f"unknown int8 kind(s) {sorted(unknown)}; choose from {', '.join(includes('quantize'))}")
 
@@ -239,7 +243,7 @@ def onnx_static(job: Job) -> QuantizedFile:
         calibration=Calibration(best, len(job.calibration), list(job.options.calib), results),
         float_nodes=mixed.float_nodes if mixed else [],
     )
-    if wants_finetune(job, record.drift):
+    if wants_finetune(job, "static", record.drift):
         record = _finetune_onnx(job, path, record)
     job.write_contract(path, record)
     return QuantizedFile("static", path, record)
@@ -362,8 +366,10 @@ def drift_meter(job: Job) -> Callable[[str, Path], dict[str, float]]:
     return measure
 
 
-def wants_finetune(job: Job, post_training: dict[str, float]) -> bool:
-    """--qat always, or auto where post-training int8 misses the drift target."""
+def wants_finetune(job: Job, kind: str, post_training: dict[str, float]) -> bool:
+    """For a kind in --qat-kinds: --qat always, or auto where post-training int8 misses the drift target."""
+    if kind not in job.options.qat_kinds:
+        return False
     return job.options.qat == "always" or (job.options.qat == "auto" and not job.target.met(post_training))
 
 

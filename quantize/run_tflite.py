@@ -61,7 +61,7 @@ def tflite_kind(job: Job, model: EmbeddingModel, kind: str) -> QuantizedFile:
         if kind != "dynamic":
             record.calibration = histogram_calibration(job)
             _diagnose(job, model, path, record.drift, float_front)
-            if wants_finetune(job, record.drift):
+            if wants_finetune(job, kind, record.drift):
                 plan = qat_plan(job)
 
                 def write_tuned(tuned: Path) -> None:
