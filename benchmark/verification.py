@@ -129,8 +129,9 @@ def _timing(
     return times
 
 
-def benchmark(model: Path, folder: Path, strengths: list[str], k: int, ks: list[int], calibrate_on: str) -> dict:
-    settings = VerifySettings()
+def benchmark(
+    model: Path, folder: Path, strengths: list[str], k: int, ks: list[int], calibrate_on: str, settings: VerifySettings
+) -> dict:
     embed, prep = load_embedder(model)
     paths = list_images(folder / "templates" if (folder / "templates").is_dir() else folder)
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
@@ -182,9 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibrate-on", choices=CAPTURE_STRENGTHS, default="hard")
     parser.add_argument("-k", type=int, default=20, help="shortlist length verified per query (default: 20)")
     parser.add_argument("--time-k", type=int, nargs="+", default=[5, 10, 20, 50])
+    parser.add_argument("--features", type=int, default=VerifySettings.features, help="keypoints per image")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    result = benchmark(args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on)
+    settings = VerifySettings(features=args.features)
+    result = benchmark(args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on, settings)
     print(format_table(result))
     if args.out:
         write_json(args.out, result)
