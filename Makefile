@@ -2,7 +2,7 @@
 #   make export-int8   export the shipped weights to ONNX and TFLite, quantize to int8, benchmark
 #                      (CKPT=path/to/model.safetensors exports that checkpoint; FROM_SCRATCH=1 trains a
 #                      small model on generated documents first, a 5-minute check of the whole pipeline)
-#   make test          run the test suite
+#   make test          run the test suite (make test-all: slow tests too)
 #   make bench         the full benchmark report of those models, with peer backbones (after export-int8)
 #   make android-assets  the int8 model, its contract and golden files into android_demo (after export-int8)
 #   make pretrain      build the corpus and train the shipped weights (hours on a CPU; resumable)
@@ -45,7 +45,7 @@ $(error CKPT=$(CKPT): no such file)
 endif
 endif
 
-.PHONY: help setup mediapipe-env data train pretrain widths export-int8 export-mediapipe require-int8 bench android-assets android-test test clean
+.PHONY: help setup mediapipe-env data train pretrain widths export-int8 export-mediapipe require-int8 bench android-assets android-test test test-slow test-all clean
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -177,8 +177,19 @@ android-test:
 		echo "SKIPPED the android_demo core tests: no JDK (javac) on PATH; install openjdk-17-jdk-headless to run them"; \
 	fi
 
+# make test: every test but those marked slow (each slow one's promise is also held by a fast
+# test, or it reruns a whole stage; tests/README.md lists them); make test-slow: only those;
+# make test-all: both. CI runs test, then test-slow.
+PYTEST := DOCEMB_MEDIAPIPE_PYTHON=$(MEDIAPIPE_PYTHON) $(BIN)/python -m pytest
 test: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
-	DOCEMB_MEDIAPIPE_PYTHON=$(MEDIAPIPE_PYTHON) $(BIN)/python -m pytest
+	$(PYTEST) -m "not slow"
+	@$(MAKE) --no-print-directory android-test
+
+test-slow: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
+	$(PYTEST) -m slow
+
+test-all: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
+	$(PYTEST)
 	@$(MAKE) --no-print-directory android-test
 
 clean:
