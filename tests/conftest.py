@@ -56,18 +56,47 @@ TINY_TEACHER = "mobilenetv3_small_050"
 
 
 @pytest.fixture(scope="session")
-def trained_model(synth_train, synth_eval, tmp_path_factory):
+def tiny_config(synth_train, synth_eval):
+    """A factory of training configs small enough for a test: 64 px, 32-d, on the generated documents."""
+    from docemb.train.config import TrainConfig
+
+    def make(out: Path, epochs: int = 2) -> TrainConfig:
+        return TrainConfig(
+            data=[str(synth_train)],
+            eval_data=[str(synth_eval)],
+            out=str(out),
+            epochs=epochs,
+            batch_size=32,
+            input_size=64,
+            embedding_dim=32,
+            squeeze_channels=16,
+            max_side=96,
+            work_size=72,
+            workers=0,
+            warmup_epochs=0.5,
+            eval_queries=1,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher() -> str:
+    """The timm architecture of the test teacher (tiny_teacher_weights holds its weights)."""
+    return TINY_TEACHER
+
+
+@pytest.fixture(scope="session")
+def trained_model(tiny_config, tmp_path_factory):
     """A small model trained for a few epochs on generated documents: int8 drift depends on
     trained weights and activation ranges, which a random model does not have."""
-    from test_train import tiny_config
-
     from docemb.model import load_model
     from docemb.train.loop import train
 
     out = tmp_path_factory.mktemp("trained")
     # the mild photo pipeline and centres in the optimizer, as the int8 tests' bounds were set on
     # (int8 drift on so small a model also moves with the CPU that trained it)
-    config = tiny_config(synth_train, synth_eval, out, epochs=3)
+    config = tiny_config(out, epochs=3)
     train(dataclasses.replace(config, augment="photo", centre_lr=None))
     return load_model(out / "model.safetensors")
 

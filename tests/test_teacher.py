@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEACHER
 
 from docemb.errors import DocembError
 from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
 
 @pytest.fixture()
-def tiny_timm_teacher(tiny_teacher_weights):
-    return build_teacher("timm", TINY_TEACHER, str(tiny_teacher_weights), image_size=64)
+def tiny_timm_teacher(tiny_teacher, tiny_teacher_weights):
+    return build_teacher("timm", tiny_teacher, str(tiny_teacher_weights), image_size=64)
 
 
 def images(n, seed=0):
@@ -59,11 +58,11 @@ def test_distillation_gradient_reaches_the_student():
     assert student.grad.abs().sum() > 0 and loss.projection.weight.grad.abs().sum() > 0
 
 
-def test_teachers_refuse_to_download(tmp_path):
+def test_teachers_refuse_to_download(tmp_path, tiny_teacher):
     with pytest.raises(DocembError, match="--teacher-weights"):
         build_teacher("open_clip", "RN50", None)
     with pytest.raises(DocembError, match="not found"):
-        build_teacher("timm", TINY_TEACHER, str(tmp_path / "missing.pth"))
+        build_teacher("timm", tiny_teacher, str(tmp_path / "missing.pth"))
     with pytest.raises(DocembError, match="unknown teacher"):
         build_teacher("dinov9")
 

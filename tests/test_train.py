@@ -9,37 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TEACHER
 from safetensors.torch import load_file
 
 from docemb.errors import DocembError
 from docemb.model import load_model
 from docemb.train import loop
 from docemb.train.checkpoint import save_checkpoint
-from docemb.train.config import TrainConfig
-from docemb.train.loop import lr_lambda, train
+from docemb.train.loop import build_run, lr_lambda, train
 
 
-def tiny_config(data, eval_data, out, epochs=2) -> TrainConfig:
-    return TrainConfig(
-        data=[str(data)],
-        eval_data=[str(eval_data)],
-        out=str(out),
-        epochs=epochs,
-        batch_size=32,
-        input_size=64,
-        embedding_dim=32,
-        squeeze_channels=16,
-        max_side=96,
-        work_size=72,
-        workers=0,
-        warmup_epochs=0.5,
-        eval_queries=1,
-    )
-
-
-def test_training_writes_model_config_metrics_and_report(synth_train, synth_eval, tmp_path):
-    config = tiny_config(synth_train, synth_eval, tmp_path / "run")
+def test_training_writes_model_config_metrics_and_report(tiny_config, synth_eval, tmp_path):
+    config = tiny_config(tmp_path / "run")
     model_path = train(config)
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file()
@@ -75,14 +55,15 @@ def latest_checkpoint(run: Path) -> Path:
     return root / json.loads((root / "latest.json").read_text())["checkpoint"]
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_model(synth_train, synth_eval, tmp_path, monkeypatch):
-    config = tiny_config(synth_train, synth_eval, tmp_path / "whole", epochs=2)
-    config.checkpoint_every = 10  # 24 steps an epoch: mid-epoch checkpoints at steps 10, 20, 30, 40
+def test_a_run_killed_mid_epoch_resumes_to_the_same_model(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "whole", epochs=2)
+    config.data = [f"{config.data[0]}@0.5"]  # half the 192 classes drawn an epoch: 12 steps
+    config.checkpoint_every = 5  # mid-epoch checkpoints at steps 5, 10, 15, 20
     whole = load_file(train(config))
 
     def save_then_die(*args, **kwargs):
         saved = save_checkpoint(*args, **kwargs)
-        if saved.name == "step_000000030":
+        if saved.name == "step_000000015":
             raise KeyboardInterrupt  # the kill comes right after the checkpoint in epoch 2
         return saved
 
@@ -91,7 +72,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_model(synth_train, synth_eva
     with pytest.raises(KeyboardInterrupt):
         train(config)
     monkeypatch.undo()
-    assert latest_checkpoint(tmp_path / "killed").name == "step_000000030"
+    assert latest_checkpoint(tmp_path / "killed").name == "step_000000015"
     config.workers = 1  # augmentation is seeded per sample, so the worker count does not matter
     resumed = load_file(train(config, resume=True))
     assert whole.keys() == resumed.keys()
@@ -101,18 +82,19 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_model(synth_train, synth_eva
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
 
 
-def test_a_checkpoint_that_does_not_fit_the_config_is_refused_by_name(synth_train, synth_eval, tmp_path):
-    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
+def test_a_checkpoint_that_does_not_fit_the_config_is_refused_by_name(tiny_config, tmp_path):
+    config = tiny_config(tmp_path / "run", epochs=1)
     train(config)
     config.epochs, config.embedding_dim = 2, 48
     with pytest.raises(DocembError, match="step_000000024: its model does not fit"):
         train(config, resume=True)
 
 
-def test_a_second_run_into_the_same_folder_is_refused(synth_train, synth_eval, tmp_path):
-    train(tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1))
+def test_a_second_run_into_the_same_folder_is_refused(tiny_config, tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # what a first run leaves
     with pytest.raises(DocembError, match="--resume"):
-        train(tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1))
+        train(tiny_config(tmp_path / "run", epochs=1))
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything was written
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -124,11 +106,11 @@ def test_schedule_warms_up_then_decays_to_zero():
         assert values[100] == pytest.approx(0.0)
 
 
-def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(synth_train, synth_eval, tmp_path, tiny_teacher_weights):
-    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
+def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(tiny_config, tmp_path, tiny_teacher, tiny_teacher_weights):
+    config = tiny_config(tmp_path / "run", epochs=1)
     config.teacher, config.teacher_model, config.teacher_weights, config.teacher_size = (
         "timm",
-        TINY_TEACHER,
+        tiny_teacher,
         str(tiny_teacher_weights),
         64,
     )
@@ -192,14 +174,13 @@ def test_ablation_trains_each_variant_once_and_tabulates(synth_train, synth_eval
     assert (tmp_path / "ablate" / "base" / "report.json").stat().st_mtime_ns == stamp
 
 
-def test_source_weights_set_how_many_classes_an_epoch_draws(synth_train, synth_eval, tmp_path):
-    config = tiny_config(synth_train, synth_eval, tmp_path / "run", epochs=1)
+def test_source_weights_set_how_many_classes_an_epoch_draws(tiny_config, synth_train, synth_eval, tmp_path):
+    config = tiny_config(tmp_path / "run", epochs=1)
     config.data = [str(synth_train), f"{synth_eval}@0.5"]  # 8 templates at 1, 6 at 0.5
     config.tensorboard = False
-    train(config)
-    state = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())
+    run = build_run(config)  # the sampler sets the epoch's length; no need to train it
     draws = 8 * 24 + 0.5 * 6 * 24  # unweighted it would be 14 * 24
-    assert state["step"] == int(draws) // (config.batch_size // config.views_per_class)
+    assert run.steps_per_epoch == int(draws) // (config.batch_size // config.views_per_class)
 
 
 def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small_model, synth_train):
