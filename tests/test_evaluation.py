@@ -1,3 +1,5 @@
+"""Held-out evaluation sets: seeded captures of each template, Recall@k and drift measures."""
+
 import numpy as np
 import pytest
 

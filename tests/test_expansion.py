@@ -1,3 +1,5 @@
+"""The 24-class expansion: rotations, mirrors and halves of each template, one label each."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,3 +1,5 @@
+"""`docemb export`: ONNX files that compute what torch computes, contracts that refuse a changed file, clear errors."""
+
 import json
 import subprocess
 import sys

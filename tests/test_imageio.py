@@ -1,3 +1,5 @@
+"""Image decoding: EXIF rotation, every odd mode scaled not clipped, broken files named."""
+
 import logging
 import subprocess
 import sys

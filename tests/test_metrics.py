@@ -1,3 +1,5 @@
+"""Retrieval and verification metrics (pair scores, AUROC, TPR at FPR) and their plots."""
+
 import numpy as np
 import pytest
 

@@ -1,3 +1,5 @@
+"""PartialFC: sampled centres with every positive kept, margins, imprinting, sparse centre steps."""
+
 import math
 
 import pytest

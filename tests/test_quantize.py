@@ -1,3 +1,5 @@
+"""onnxruntime int8: dynamic layer choice by drift, static QDQ calibration, mixed precision."""
+
 import numpy as np
 import onnx
 import pytest

@@ -1,3 +1,5 @@
+"""Training data sources: folders, PDFs, ImageFolder trees and generated documents, with weights."""
+
 import json
 
 import numpy as np

@@ -1,3 +1,5 @@
+"""Generated documents: seeded families of near-duplicates with a manifest."""
+
 import csv
 
 import numpy as np

@@ -1,3 +1,5 @@
+"""Frozen teachers: local weights only, features cached by pixels, the KL distillation loss."""
+
 import numpy as np
 import pytest
 import torch
