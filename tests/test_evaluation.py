@@ -1,4 +1,4 @@
-"""Held-out evaluation sets: seeded captures of each template, Recall@k and drift measures."""
+"""Evaluation measures: drift against float (cosine, neighbour and clear-match agreement), Recall@k, top-k."""
 
 import numpy as np
 import pytest

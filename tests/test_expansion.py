@@ -1,4 +1,4 @@
-"""The 24-class expansion: rotations, mirrors and halves of each template, one label each."""
+"""The 24-class expansion, the class-batch sampler (seeded, resumable, split across ranks) and the capture augmentation."""
 
 import numpy as np
 import pytest
