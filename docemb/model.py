@@ -39,6 +39,7 @@ class ModelConfig:
     squeeze_channels: int | None = 64  # 1x1 conv before flatten; None keeps all channels
     pool: Pool = "flatten"  # flatten keeps the layout (where things are on the page); gap drops it
     head_norm: HeadNorm = "ln_bn"
+    whitening: bool = False  # a Linear at the end of the head, fitted after training (docemb.whitening)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS + PEER_ARCHS:
@@ -74,7 +75,7 @@ def _norm_block(dim: int, head_norm: HeadNorm) -> list[nn.Module]:
 
 
 class EmbeddingHead(nn.Module):
-    """[1x1 squeeze conv] -> flatten|GAP -> Linear -> norm -> Linear -> norm.
+    """[1x1 squeeze conv] -> flatten|GAP -> Linear -> norm -> Linear -> norm [-> whitening Linear].
 
     The LayerNorm keeps each vector's scale steady for the cosine margin loss; the BatchNorm1d
     after it centres features across the data so cosine scores spread over the sphere.
@@ -92,6 +93,7 @@ class EmbeddingHead(nn.Module):
             *_norm_block(dim, config.head_norm),
             nn.Linear(dim, dim),
             *_norm_block(dim, config.head_norm),
+            *([nn.Linear(dim, dim)] if config.whitening else []),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

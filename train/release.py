@@ -54,7 +54,16 @@ def _figures(path: Path | None) -> list[str]:
     return [f"Recall@1 on simulated captures (`docemb evaluate`, {path.name}):", "", *lines]
 
 
-def model_card(run_dir: Path, weights: Path, figures: Path | None) -> str:
+def _whitening_lines(metadata: dict) -> list[str]:
+    w = metadata["whitening"]
+    return [
+        f"- whitening (docemb.whitening) fitted after training on {w['images']} training images and a training-augmented "
+        f"capture of each, from {', '.join(w['reference'])}; shrink {w['shrink']}",
+    ]
+
+
+def model_card(run_dir: Path, weights: Path, figures: Path | None, weights_metadata: dict | None = None) -> str:
+    weights_metadata = weights_metadata or {}
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     report = json.loads((run_dir / "report.json").read_text())
     data = json.loads((run_dir / "data_report.json").read_text())
@@ -76,6 +85,7 @@ def model_card(run_dir: Path, weights: Path, figures: Path | None) -> str:
         *[f"- corpus {line}" for line in _corpus_manifests(config)],
         "- never trained on: Debian texlive-latex-recommended-doc, texlive-science-doc, texlive-publishers-doc, lilypond-doc-pdf, "
         "npm flag-icons, realdocs/eval (docemb corpus refuses them by name)",
+        *(_whitening_lines(weights_metadata) if weights_metadata.get("whitening") else []),
         "",
         "## Figures",
         *_figures(figures),
@@ -92,22 +102,24 @@ def model_card(run_dir: Path, weights: Path, figures: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def release(run_dir: Path, weights: Path, figures: Path | None = None) -> Path:
-    """Write the run's model to `weights` with its match thresholds inside (export puts them in
-    every contract; the run folder does not travel with the weights), and the card beside it."""
-    model = run_dir / "model.safetensors"
+def release(run_dir: Path, weights: Path, figures: Path | None = None, model: Path | None = None) -> Path:
+    """Write the run's model (or `model`, such as its whitened copy) to `weights` with its match
+    thresholds inside (export puts them in every contract; the run folder does not travel with
+    the weights), and the card beside it."""
+    model = model or run_dir / "model.safetensors"
     for needed in (model, run_dir / "config.yaml", run_dir / "report.json", run_dir / "data_report.json"):
         if not needed.is_file():
             raise DocembError(f"{needed}: missing; release a finished training run")
     metadata = read_model_metadata(model)
-    metadata["thresholds"] = threshold_table(run_dir, prefer="realdocs/eval")
+    if "thresholds" not in metadata:  # a whitened model carries its own, measured after whitening
+        metadata["thresholds"] = threshold_table(run_dir, prefer="realdocs/eval")
     metadata["released_from"] = metadata.pop("run", None)
     with safe_open(str(model), framework="pt") as handle:
         state = {key: handle.get_tensor(key) for key in handle.keys()}
     with atomic_path(weights) as tmp:
         save_file(state, tmp, metadata={key: json.dumps(value) for key, value in metadata.items()})
     card = weights.with_suffix(".md")
-    write_text(card, model_card(run_dir, weights, figures))
+    write_text(card, model_card(run_dir, weights, figures, metadata))
     return card
 
 
@@ -116,9 +128,10 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (its card goes beside it as .md)")
     parser.add_argument("--figures", type=Path, help="JSON written by `docemb evaluate --out`")
+    parser.add_argument("--model", type=Path, help="the model file to release (default: the run's model.safetensors)")
     args = parser.parse_args()
     try:
-        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures)}")
+        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures, args.model)}")
     except DocembError as exc:
         raise SystemExit(f"release: error: {exc}") from None
 
