@@ -199,5 +199,12 @@ def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small
     assert (config.arch, config.input_size, config.embedding_dim) == ("lcnet_050", 64, 32)  # not the defaults
     model = _initial_model(config, config.model_config())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), small_model.state_dict().values()))
+    from docemb.imageio import list_images, read_rgb
+    from docemb.whitening import whitened
+
+    shipped = whitened(small_model, [read_rgb(p, 128) for p in list_images(synth_train)] * 4)  # as the shipped weights are
+    save_model(checkpoint, shipped)
+    config = train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint)]))
+    assert config.whitening and _initial_model(config, config.model_config()).config.whitening
     with pytest.raises(DocembError, match="missing.safetensors: --init checkpoint not found"):
         train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(tmp_path / "missing.safetensors")]))

