@@ -14,6 +14,8 @@ from docemb.formats import FORMATS
 from docemb.quantize.calibration import calibration_pool
 from docemb.quantize.sensitivity import DriftTarget
 
+pytestmark = pytest.mark.slow  # reruns whole stages: make test-all and CI, not make test
+
 # every format but fp16 (it quantizes nothing and times like float32 here)
 FILES = tuple(f.file_name() for f in FORMATS if f.key != "tflite-fp16")
 QAT_STEPS = 3

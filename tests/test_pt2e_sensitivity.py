@@ -59,6 +59,7 @@ def test_the_costliest_layer_is_the_one_with_an_outlier_channel(trained_model, s
     assert not any(c.layer.startswith(("backbone.blocks.0.", "backbone.conv_stem")) for c in costs)  # the float front
 
 
+@pytest.mark.slow  # converts the graph per layer
 def test_the_graph_measured_is_the_tflite_file_up_to_integer_arithmetic(trained_model, synth_train, tmp_path):
     """Costs are measured in the fake-quantized graph, so it must compute what the post-training
     .tflite computes, as the ONNX fine-tune's test asks of its file: much closer to the file

@@ -30,6 +30,7 @@ def test_distillation_loss_sees_each_embedding_and_the_scores_between_them():
     assert pointwise.item() > 0 and distillation_loss(student, teacher, relation_weight=1.0).item() > pointwise.item()
 
 
+@pytest.mark.slow  # 200 fine-tune steps
 def test_quantization_aware_fine_tune_drifts_less_than_post_training(trained_model, tmp_path):
     """The last step of issue 4: the same full-integer graph, started from the post-training
     ranges and fine-tuned towards the float model on calibration-pool images (never the
@@ -58,6 +59,7 @@ def test_quantization_aware_fine_tune_drifts_less_than_post_training(trained_mod
     np.testing.assert_array_equal(torch_embedder(trained_model)(validation), reference)
 
 
+@pytest.mark.slow  # two int8 conversions of the fake-quantized graph
 def test_fine_tune_starts_from_the_post_training_model(trained_model, synth_train, tmp_path):
     """With no steps, the fine-tune path (batch-size-free export, fake-quantize modules, ranges
     copied from histogram calibration) writes the post-training model again."""

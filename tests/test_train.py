@@ -129,6 +129,7 @@ def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(tiny_confi
     assert cache[0].stat().st_mtime_ns == stamp  # every row came from the cache
 
 
+@pytest.mark.slow  # two processes train and resume
 def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval, tmp_path, free_port):
     out = tmp_path / "run"
     flags = [
@@ -153,6 +154,7 @@ def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval,
     assert json.loads((out / "report.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow  # trains every variant
 def test_ablation_trains_each_variant_once_and_tabulates(synth_train, synth_eval, tmp_path, capsys):
     from docemb.cli import main
 
