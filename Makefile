@@ -100,12 +100,8 @@ pretrain: | $(INSTALLED)
 	else \
 		$(DOCEMB) train --config configs/pretrain.yaml --out $(PRETRAIN_OUT); \
 	fi
-	$(BIN)/python -m docemb.train.whiten $(PRETRAIN_OUT)/model.safetensors --data $(CORPUS)/pages $(CORPUS)/cards $(CORPUS)/photos \
-		../shared/realdocs/train --eval-data ../shared/realdocs/eval $(SYNTH_EVAL) --out $(PRETRAIN_OUT)/model-whitened.safetensors
-	$(DOCEMB) evaluate $(PRETRAIN_OUT)/model-whitened.safetensors $(PRETRAIN_OUT)/model.safetensors \
-		--data ../shared/realdocs/eval $(SYNTH_EVAL) --out $(PRETRAIN_OUT)/evaluate.json
-	$(BIN)/python -m docemb.train.release $(PRETRAIN_OUT) --model $(PRETRAIN_OUT)/model-whitened.safetensors \
-		--out $(WEIGHTS) --figures $(PRETRAIN_OUT)/evaluate.json
+	$(DOCEMB) evaluate $(PRETRAIN_OUT)/model.safetensors --data ../shared/realdocs/eval $(SYNTH_EVAL) --out $(PRETRAIN_OUT)/evaluate.json
+	$(BIN)/python -m docemb.train.release $(PRETRAIN_OUT) --out $(WEIGHTS) --figures $(PRETRAIN_OUT)/evaluate.json
 
 # Which int8 kinds get a quantization-aware fine-tune where post-training int8 misses the drift
 # target, and for how many steps: static ONNX and TFLite only, 200 steps, to keep the command
