@@ -85,10 +85,18 @@ def threshold_table(run_dir: str | os.PathLike | None, fpr: float = DEFAULT_MATC
         return None
     if not table:
         return None
+    return thresholds_from(table, f"the float model, held-out queries ({report})", fpr, prefer)
+
+
+def thresholds_from(
+    table: dict[str, list[dict]], measured_on: str, fpr: float = DEFAULT_MATCH_FPR, prefer: str | None = None
+) -> dict:
+    """A contract's `thresholds` from a threshold table (per eval set, the cosine that keeps each
+    false-positive rate): the default match row is `fpr` on `prefer`, else on the last set."""
     eval_set = prefer if prefer in table else list(table)[-1]
     row = min(table[eval_set], key=lambda r: abs(r["fpr"] - fpr))
     return {
-        "measured_on": f"the float model, held-out queries ({report})",
+        "measured_on": measured_on,
         "match": {"threshold": row["threshold"], "fpr": row["fpr"], "tpr": row["tpr"], "eval_set": eval_set},
         "table": table,
     }

@@ -79,12 +79,15 @@ class TemplateStore:
     def __len__(self) -> int:
         return len(self.templates)
 
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """The query's dot product with every template, in registration order."""
+        return np.stack(list(self.templates.values())) @ np.asarray(query, dtype=np.float32).reshape(-1)
+
     def top_k(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k best templates by dot product, best first; ties keep registration order (as Java's stable sort)."""
         if not self.templates:
             return []
-        names = list(self.templates)
-        scores = np.stack(list(self.templates.values())) @ np.asarray(query, dtype=np.float32).reshape(-1)
+        names, scores = list(self.templates), self.scores(query)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(names[i], float(scores[i])) for i in order]
 
@@ -112,8 +115,7 @@ class TemplateStore:
             return self.decide(query, threshold, k)
         if self.verify_settings is None or image is None:
             raise DocembError("verification needs a store registered with features and the query's image")
-        names = list(self.templates)
-        cosines = np.stack(list(self.templates.values())) @ np.asarray(query, dtype=np.float32).reshape(-1)
+        names, cosines = list(self.templates), self.scores(query)
         shortlisted = [self.features[n] for n in names]
         query_features = verification.features(image, self.verify_settings)
         candidates = verification.rerank(query_features, cosines, shortlisted, shortlist, self.verify_settings)

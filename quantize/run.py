@@ -113,10 +113,6 @@ class Job:
     finetune_pool: list | None = None  # loaded once, for the first kind that fine-tunes
     reference: np.ndarray | None = None  # the float model's embeddings of `validation`, once
 
-    @property
-    def checkpoint(self) -> str | None:
-        return self.options.ckpt or self.source.get("checkpoint")
-
     def path(self, kind: str) -> Path:
         return lookup("quantize", self.float_path.suffix, kind).path(self.out, self.float_path.stem)
 
@@ -306,7 +302,7 @@ def load_checkpoint(job: Job, required: bool) -> EmbeddingModel | None:
     it is missing and not `required`."""
     from docemb.model import load_model
 
-    checkpoint = job.checkpoint
+    checkpoint = job.source["checkpoint"]  # --ckpt, else the contract's (prepare)
     if checkpoint and Path(checkpoint).is_file():
         return load_model(checkpoint)
     message = f"{job.float_path}: the float checkpoint ({checkpoint or 'none named'}) is not there; give --ckpt"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from docemb.contract import DEFAULT_MATCH_FPR
+from docemb.contract import thresholds_from
 from docemb.errors import DocembError
 from docemb.evaluation import build_eval_set
 from docemb.imageio import list_images, read_rgb
@@ -39,14 +39,8 @@ def thresholds(model: EmbeddingModel, eval_folders: list[Path], plots: Path, str
     scores differ from the unwhitened model's, so the run's table no longer applies)."""
     sets = [build_eval_set(folder, model.preprocessing, 1, strength, seed=0) for folder in eval_folders]
     tables = write_evaluation(sets, evaluate_model(model, sets)[1], plots)
-    name = next((s for s in tables if s.endswith("realdocs/eval")), list(tables)[-1])
-    row = min(tables[name], key=lambda r: abs(r["fpr"] - DEFAULT_MATCH_FPR))
-    match = {"threshold": row["threshold"], "fpr": row["fpr"], "tpr": row["tpr"], "eval_set": name}
-    return {
-        "measured_on": f"the whitened float model, {strength} captures of {', '.join(map(str, eval_folders))}",
-        "match": match,
-        "table": tables,
-    }
+    measured_on = f"the whitened float model, {strength} captures of {', '.join(map(str, eval_folders))}"
+    return thresholds_from(tables, measured_on, prefer="realdocs/eval")
 
 
 def main(argv: list[str] | None = None) -> None:
