@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from docemb.errors import DocembError
 
@@ -32,7 +33,11 @@ STAGES = {
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="docemb", description="Train, export, quantize and benchmark a document embedder.")
+    parser = argparse.ArgumentParser(
+        prog="docemb",
+        description="Train, export, quantize and benchmark a document embedder. "
+        "--debug before the command prints the traceback behind an error.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, summary) in STAGES.items():
         sub = subparsers.add_parser(name, help=summary, description=summary)
@@ -42,13 +47,18 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`docemb [--debug] COMMAND ...`: a DocembError is one line and exit 2; with --debug, its traceback too."""
     argv = sys.argv[1:] if argv is None else argv
+    debug = argv[:1] == ["--debug"]
+    argv = argv[1:] if debug else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     command = argv[0] if argv and argv[0] in STAGES else None
     args = build_parser(command).parse_args(argv)
     try:
         importlib.import_module(STAGES[args.command][0]).run(args)
     except DocembError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"docemb {args.command}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -206,14 +206,41 @@ def builtin_normalization(contract: dict) -> Preprocessing | None:
     return Preprocessing.from_dict(contract["preprocessing"])
 
 
+# what every reader of a contract relies on; the rest is description
+REQUIRED = {"format_version": (), "sha256": (), "input": ("name", "shape", "dtype"), "output": ("name", "shape", "dtype")}
+REQUIRED_PREPROCESSING = ("size", "mean", "std")
+
+
 def read_contract(model_path: str | os.PathLike) -> dict:
+    """The contract beside `model_path`, checked for the fields readers use and for a format
+    this docemb knows."""
     path = contract_path(model_path)
     try:
-        return json.loads(path.read_text())
+        contract = json.loads(path.read_text())
     except FileNotFoundError:
         raise DocembError(f"{path}: contract missing; every model needs the contract written by `docemb export`") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DocembError(f"{path}: not valid JSON ({exc})") from None
+    check_fields(path, contract)
+    return contract
+
+
+def check_fields(path: Path, contract: object) -> None:
+    if not isinstance(contract, dict):
+        raise DocembError(f"{path}: not a contract (a JSON object was expected, found {type(contract).__name__})")
+    version = contract.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise DocembError(f"{path}: contract format {version} is newer than this docemb reads ({FORMAT_VERSION}); upgrade docemb")
+    required = {**REQUIRED, "preprocessing": REQUIRED_PREPROCESSING}
+    missing = []
+    for key, subkeys in required.items():
+        if key not in contract:
+            missing.append(key)
+        elif subkeys:
+            section = contract[key] if isinstance(contract[key], dict) else {}
+            missing += [f"{key}.{sub}" for sub in subkeys if sub not in section]
+    if missing:
+        raise DocembError(f"{path}: missing {', '.join(missing)}; write it again with `docemb export`")
 
 
 def describe_onnx(model_path: str | os.PathLike) -> dict:

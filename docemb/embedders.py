@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from docemb.errors import DocembError
+
 if TYPE_CHECKING:
     import torch
 
@@ -29,14 +31,25 @@ def torch_embedder(model: torch.nn.Module) -> Embedder:
     return run
 
 
+# what onnxruntime raises for a file it cannot run (none derives from a common base but Exception)
+ORT_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NotImplemented", "Fail", "NoSuchFile", "InvalidArgument", "RuntimeException")
+
+
 def onnx_session(path: str | os.PathLike, threads: int = 1):
+    """An onnxruntime session, or a DocembError naming the file when onnxruntime cannot load it
+    (truncated or not a model, an opset or op it lacks)."""
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
+    except tuple(getattr(state, name) for name in ORT_LOAD_ERRORS) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DocembError(f"{path}: onnxruntime cannot load it: {reason}") from None
 
 
 def model_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:

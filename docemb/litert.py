@@ -52,9 +52,10 @@ def interpreter(path: str | os.PathLike, threads: int = 1, xnnpack: bool = True)
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         runner = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
-    except ValueError as exc:
-        raise DocembError(f"{path}: not a loadable TFLite model ({exc})") from None
-    runner.allocate_tensors()
+        runner.allocate_tensors()  # where an op the runtime lacks is found
+    except (ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DocembError(f"{path}: not a loadable TFLite model ({reason})") from None
     return runner
 
 
