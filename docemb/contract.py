@@ -47,9 +47,11 @@ def write_contract(
     source: dict,
     quantization: dict | None = None,
     thresholds: dict | None = None,
+    verification: dict | None = None,
 ) -> Path:
     """`io` is what describe_model() reads from the model file itself; source says where it came
-    from; thresholds is threshold_table()'s answer, for apps that decide match or unknown."""
+    from; thresholds is threshold_table()'s answer, for apps that decide match or unknown;
+    verification is docemb.verify.contract_entry()'s, for apps that verify the shortlist."""
     model_path = Path(model_path)
     contract = {
         "format_version": FORMAT_VERSION,
@@ -63,6 +65,7 @@ def write_contract(
         "output": {**io["output"], "l2_normalized": True},
         "quantization": quantization,
         "thresholds": thresholds,
+        **({"verification": verification} if verification else {}),
         "source": source,
     }
     return save_contract(model_path, contract)

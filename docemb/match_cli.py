@@ -39,13 +39,21 @@ def contract_threshold(model_path: Path) -> float:
     return float(thresholds["match"]["threshold"])
 
 
+def verification(model_path: Path):
+    """The features and rule of the model's contract (the defaults for a checkpoint)."""
+    from docemb.contract import read_contract
+    from docemb.verify import VerifyRule, VerifySettings, from_contract
+
+    return (VerifySettings(), VerifyRule()) if model_path.suffix == ".safetensors" else from_contract(read_contract(model_path))
+
+
 def register(args: argparse.Namespace, templates: list[str]) -> None:
     from dataclasses import asdict
 
     from docemb.api import load_model
     from docemb.imageio import read_rgb
     from docemb.templates import StoreInfo, TemplateStore, info_path, read_info, write_info
-    from docemb.verify import VerifyRule, VerifySettings, features_path
+    from docemb.verify import features_path
 
     if args.model is None:
         raise DocembError("register needs --model")
@@ -60,9 +68,9 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
             raise DocembError(f"{args.store}: registered {'without' if args.verify else 'with'} --verify; register the same way")
     else:
         threshold = args.threshold if args.threshold is not None else contract_threshold(args.model)
-        rule = asdict(VerifyRule()) if args.verify else None
-        store = TemplateStore(vectors.shape[1], VerifySettings() if args.verify else None)
-        info = StoreInfo(str(args.model), model.sha256, threshold, rule)
+        settings, rule = verification(args.model)
+        store = TemplateStore(vectors.shape[1], settings if args.verify else None)
+        info = StoreInfo(str(args.model), model.sha256, threshold, asdict(rule) if args.verify else None)
     for path, vector, image in zip(templates, vectors, images):
         store.put(Path(path).stem, vector, image)
     store.write(args.store)

@@ -114,6 +114,24 @@ class VerifyRule:
     verified_cosine: float = 0.0
 
 
+# how VerifyRule's default was measured; written into every contract beside the rule
+CALIBRATED_ON = (
+    "ORB inliers of hard-strength captures of realdocs/eval/unknown (pages no template shows): "
+    "at most 0.5 % reach min_inliers (docs/results.md)"
+)
+
+
+def contract_entry(settings: VerifySettings = VerifySettings(), rule: VerifyRule = VerifyRule()) -> dict:
+    """The contract's `verification` section: what an app needs to verify as docemb does."""
+    return {"features": asdict(settings), "rule": asdict(rule), "calibrated_on": CALIBRATED_ON}
+
+
+def from_contract(contract: dict) -> tuple[VerifySettings, VerifyRule]:
+    """The features and rule a contract names; the defaults for contracts written before it had them."""
+    entry = contract.get("verification") or {}
+    return VerifySettings(**entry.get("features", {})), VerifyRule(**entry.get("rule", {}))
+
+
 @dataclass(frozen=True)
 class VerifiedDecision:
     best: Candidate | None

@@ -54,6 +54,7 @@ def _export(args: argparse.Namespace) -> None:
     from docemb.export.onnx_export import export_onnx, verify_onnx
     from docemb.imageio import list_images, load_images
     from docemb.model import ModelConfig, build_model, load_model, read_model_metadata, save_model
+    from docemb.verify import contract_entry
 
     if sum(map(bool, (args.ckpt and not args.untrained, args.untrained, args.peer))) != 1:
         raise DocembError("give one of --ckpt CKPT, --untrained (with or without --ckpt) or --peer NAME")
@@ -86,6 +87,7 @@ def _export(args: argparse.Namespace) -> None:
     name = args.name or ("untrained" if args.untrained else f"peer_{args.peer}" if args.peer else "model")
     # shipped weights carry their run's thresholds inside (the run folder stays on the machine that trained them)
     thresholds = (metadata.get("thresholds") or threshold_table(source.get("run"))) if args.ckpt and not args.untrained else None
+    verification = contract_entry()
 
     rng = np.random.default_rng(0)
     size = model.config.input_size
@@ -103,6 +105,7 @@ def _export(args: argparse.Namespace) -> None:
             describe_model(path),
             {**source, "exporter": "torch.onnx legacy, opset 17", "max_abs_diff_vs_torch": difference},
             thresholds=thresholds,
+            verification=verification,
         )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - onnx| = {difference:.1e}) and {contract}")
 
@@ -124,5 +127,6 @@ def _export(args: argparse.Namespace) -> None:
             io,
             {**source, "exporter": f"litert-torch, {precision}", "max_abs_diff_vs_torch": difference},
             thresholds=thresholds,
+            verification=verification,
         )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, max |torch - tflite| = {difference:.1e}) and {contract}")

@@ -117,8 +117,9 @@ class Job:
         return lookup("quantize", self.float_path.suffix, kind).path(self.out, self.float_path.stem)
 
     def write_contract(self, path: Path, record: QuantizationRecord) -> None:
-        thresholds = self.contract.get("thresholds")
-        write_contract(path, self.preprocessing, describe_model(path), self.source, record.to_dict(), thresholds)
+        contract = self.contract
+        io = describe_model(path)
+        write_contract(path, self.preprocessing, io, self.source, record.to_dict(), contract.get("thresholds"), contract.get("verification"))
 
 
 def quantize(options: QuantizeOptions) -> list[QuantizedFile]:

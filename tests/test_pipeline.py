@@ -175,6 +175,14 @@ def test_a_card_beside_every_file_says_where_it_came_from(pipeline):
     assert "float front" not in pipeline.card("model_int8_full.tflite")
 
 
+def test_every_contract_says_how_to_verify_the_shortlist(pipeline):
+    from docemb.verify import contract_entry
+
+    for name in FILES:
+        contract = json.loads((pipeline.models / f"{name}.contract.json").read_text())
+        assert contract["verification"] == contract_entry(), name
+
+
 def test_tflite_fine_tune_keeps_the_file_that_drifts_less_and_diagnoses_misses(pipeline, synth_train):
     for kind in ("static", "full"):
         quantization = pipeline.quantization(f"model_int8_{kind}.tflite")

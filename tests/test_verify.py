@@ -111,3 +111,20 @@ def test_a_features_file_of_another_version_is_refused_by_name(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(DocembError, match="s.store.features.npz: features version 99"):
         load_features(path)
+
+
+def test_register_takes_the_features_and_rule_from_the_models_contract(small_model, synth_eval, tmp_path):
+    from docemb.cli import main
+    from docemb.contract import describe_model, write_contract
+    from docemb.export.onnx_export import export_onnx
+    from docemb.templates import read_info
+    from docemb.verify import contract_entry
+
+    path = export_onnx(small_model, tmp_path / "m.onnx")
+    entry = contract_entry(VerifySettings(features=500), VerifyRule(min_inliers=40))
+    write_contract(path, small_model.preprocessing, describe_model(path), {"checkpoint": None}, verification=entry)
+    templates = sorted(str(p) for p in synth_eval.glob("*.png"))[:2]
+    store = tmp_path / "templates.bin"
+    main(["match", "register", *templates, "--model", str(path), "--store", str(store), "--threshold", "0.9", "--verify"])
+    assert read_info(store).verify_rule == {"min_inliers": 40, "verified_cosine": 0.0}
+    assert TemplateStore.read(store).verify_settings == VerifySettings(features=500)
