@@ -4,10 +4,14 @@ disk, an unusable output folder, a broken model, and many threads on one model."
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -122,3 +126,58 @@ def test_eight_threads_on_one_model_get_what_one_thread_gets(small_model, tmp_pa
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda i: model.embed(images[i], batch_size=1), range(16)))
     np.testing.assert_allclose(np.concatenate(together), alone, atol=1e-6)
+
+
+def _stages(checkpoint: Path, calib: Path, out: Path) -> list[list[str]]:
+    """export and quantize as `make export-int8` runs them, on a small model."""
+    docemb = str(Path(sys.executable).with_name("docemb"))
+    small = ["--calib-count", "4", "--validation-count", "4", "--methods", "minmax", "--max-float-nodes", "0"]
+    return [
+        [docemb, "export", "--ckpt", str(checkpoint), "--out", str(out), "--include", "onnx"],
+        [docemb, "quantize", "--model", str(out / "model.onnx"), "--calib", str(calib), "--qat", "never", *small],
+    ]
+
+
+def _only_whole_files(out: Path) -> None:
+    """Every file a later step would read is complete: models load, JSON parses, and a model
+    with a contract is the one the contract describes."""
+    import onnx
+
+    from docemb.contract import check_contract
+
+    for path in out.iterdir():
+        if path.name.startswith("."):  # an atomic write's temporary file, never read by name
+            continue
+        if path.suffix == ".onnx":
+            onnx.load(str(path))
+            if Path(f"{path}.contract.json").is_file():
+                check_contract(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+
+
+@pytest.mark.slow  # export and quantize once whole, then killed at three points each and run again
+def test_export_and_quantize_killed_anywhere_leave_only_whole_files_and_finish_the_same(small_model, synth_train, tmp_path):
+    checkpoint = tmp_path / "model.safetensors"
+    save_model(checkpoint, small_model)
+    durations = []
+    for command in _stages(checkpoint, synth_train, tmp_path / "whole"):
+        start = time.monotonic()
+        subprocess.run(command, check=True, capture_output=True)
+        durations.append(time.monotonic() - start)
+    last_files = ("model.onnx.contract.json", "model.onnx.quantize_report.json")  # each stage's last write
+    cut_short = 0
+    for share in (0.3, 0.6, 0.9):
+        out = tmp_path / f"killed_at_{share}"
+        for command, duration, last in zip(_stages(checkpoint, synth_train, out), durations, last_files):
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(share * duration)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            cut_short += not (out / last).is_file()
+            if out.is_dir():
+                _only_whole_files(out)
+            subprocess.run(command, check=True, capture_output=True)
+        for name in ("model.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx"):
+            assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), (share, name)
+    assert cut_short >= 3, f"only {cut_short} of 6 kills landed before the stage finished"
