@@ -128,3 +128,13 @@ def test_register_takes_the_features_and_rule_from_the_models_contract(small_mod
     main(["match", "register", *templates, "--model", str(path), "--store", str(store), "--threshold", "0.9", "--verify"])
     assert read_info(store).verify_rule == {"min_inliers": 40, "verified_cosine": 0.0}
     assert TemplateStore.read(store).verify_settings == VerifySettings(features=500)
+
+
+def test_the_calibrated_rule_lets_at_most_its_share_of_unregistered_captures_verify():
+    from docemb.benchmark.verification import calibrate
+
+    shortlists = [[Candidate(0, 0, 0.9, inliers), Candidate(1, 1, 0.8, 0)] for inliers in range(200)]
+    rule = calibrate(shortlists, fpr=0.02)
+    verified = sum(max(c.inliers for c in s) >= rule.min_inliers for s in shortlists)
+    assert verified == 4 and rule.min_inliers == 196
+    assert calibrate([[Candidate(0, 0, 0.9, 3)]] * 50).min_inliers == VerifyRule().min_inliers  # never below the default
