@@ -29,7 +29,7 @@ from docemb.embedders import Embedder, load_embedder
 from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
 from docemb.imageio import list_images, load_images
 from docemb.preprocess import Preprocessing
-from docemb.verify import Candidate, Features, VerifyRule, VerifySettings, decide, features, rerank
+from docemb.verify import DETECTORS, Candidate, Features, VerifyRule, VerifySettings, decide, features, rerank
 
 
 @dataclass
@@ -222,9 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", type=int, default=20, help="shortlist length verified per query (default: 20)")
     parser.add_argument("--time-k", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--features", type=int, default=VerifySettings.features, help="keypoints per image")
+    parser.add_argument("--detector", choices=DETECTORS, default=VerifySettings.detector)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    settings = VerifySettings(features=args.features)
+    settings = VerifySettings(detector=args.detector, features=args.features)
     result = benchmark(
         args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on, settings, args.calibrate_data
     )

@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=8192, help="rows per shard: the most a kill can lose")
     parser.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
+    parser.add_argument("--threads", type=int, help="inference threads (default: every core; docs/search.md measures both)")
     parser.add_argument("--skip-bad-images", action="store_true", help="list unreadable files in the report and go on")
     parser.add_argument(
         "--fast-jpeg", action="store_true", help="decode large JPEGs at a reduced scale (faster; pixels differ slightly)"
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> None:
     from docemb.bulk import build_index
     from docemb.lock import output_lock
 
-    model = load_model(args.model, threads=1)
+    model = load_model(args.model, threads=args.threads)
     started = time.perf_counter()
     with output_lock(args.out):
         report = build_index(

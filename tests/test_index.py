@@ -189,3 +189,16 @@ def test_approximate_search_finds_what_exact_search_finds(collection, checkpoint
     assert np.array_equal(rows, exact_rows) and np.allclose(scores, exact_scores, atol=2e-3)
     main(["search", index.path(int(rows[0, 0])), "--index", str(tmp_path / "index"), "--ann", "-k", "2", "--json"])
     assert json.loads(capsys.readouterr().out)[0]["results"][0]["path"] == index.path(int(rows[0, 0]))
+
+
+def test_the_speed_benchmark_indexes_the_collection_it_writes(checkpoint, tmp_path):
+    from PIL import Image
+
+    from docemb.benchmark.index_speed import index_speed, write_collection
+
+    sources = [np.random.default_rng(i).integers(0, 255, (50, 40, 3), dtype=np.uint8) for i in range(2)]
+    collection = write_collection(tmp_path / "small", sources, 6, (32, 24), seed=0)
+    files = sorted(collection.folder.glob("*.jpg"))
+    assert len(files) == 6 and Image.open(files[0]).size == (32, 24)
+    row = index_speed(checkpoint, collection, fast_jpeg=False, workers=1, threads=1)
+    assert row.images == 6 and row.images_per_s == pytest.approx(6 / row.seconds)
