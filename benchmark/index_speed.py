@@ -1,9 +1,9 @@
 """`python -m docemb.benchmark.index_speed MODEL...`: how fast `docemb index` embeds a collection.
 
 Two collections are written once into `--work` (JPEG, from seeded crops of `--source` images):
-small images the size of STL-10's (96x96, the published SimCLR account embedded 100,000 of
-them at about 18 images/s on a GPU) and phone-size photos (4000x3000), the latter indexed with
-and without `--fast-jpeg` (JPEG draft decoding). Each model indexes each collection into a
+images of 256-1024 pixels a side (the published SimCLR account embedded 100,000 small images at
+about 18 images/s on a GPU) and 12-megapixel phone photos (4000x3000), each indexed with and
+without `--fast-jpeg` (JPEG draft decoding). Each model indexes each collection into a
 fresh index, as the command does it (decode workers beside one inference thread); images/s is
 the rate over the whole run, index writing included.
 """
@@ -47,8 +47,11 @@ class SpeedRow:
     images_per_s: float
 
 
-def write_collection(folder: Path, sources: list[np.ndarray], count: int, size: tuple[int, int], seed: int) -> Collection:
-    """`count` JPEGs of `size` (width, height): random crops of `sources`, resized. Kept between runs."""
+def write_collection(
+    folder: Path, sources: list[np.ndarray], count: int, size: tuple[int, int], seed: int, smallest: int | None = None
+) -> Collection:
+    """`count` JPEGs of `size` (width, height), or with `smallest` of random sides from
+    `smallest` to the size's: random crops of `sources`, resized. Kept between runs."""
     done = folder / "done"
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,8 @@ def write_collection(folder: Path, sources: list[np.ndarray], count: int, size: 
             h, w = image.shape[:2]
             ch, cw = int(h * rng.uniform(0.4, 1)), int(w * rng.uniform(0.4, 1))
             y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            crop = Image.fromarray(image[y : y + ch, x : x + cw]).resize(size, Image.BILINEAR)
+            shape = tuple(int(rng.integers(smallest, side + 1)) for side in size) if smallest else size
+            crop = Image.fromarray(image[y : y + ch, x : x + cw]).resize(shape, Image.BILINEAR)
             crop.save(folder / f"{i:06d}.jpg", quality=90)
         done.write_text(str(count))
     return Collection(folder.name, folder, count, size)
@@ -77,31 +81,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="exported .onnx/.tflite files (contracts beside them)")
     parser.add_argument("--source", type=Path, required=True, help="images the collections are cropped from")
-    parser.add_argument("--small", type=int, default=10000, help="96x96 images (default: 10000)")
+    parser.add_argument("--small", type=int, default=10000, help="images of 256-1024 px a side (default: 10000)")
     parser.add_argument("--photos", type=int, default=300, help="4000x3000 photos (default: 300)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "docemb-index-speed")
-    parser.add_argument("--workers", type=int, help="decoding processes (default: as `docemb index`: cores - 1)")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: as `docemb index`, one per core)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="inference threads to try (default: 1)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     parser.add_argument("--clean", action="store_true", help="delete the collections afterwards")
     args = parser.parse_args(argv)
     sources = [read_rgb(p, max_side=4000) for p in list_images(args.source)[:40]]
-    small = write_collection(args.work / "small_96", sources, args.small, (96, 96), seed=0)
-    photos = write_collection(args.work / "photos_4000x3000", sources, args.photos, (4000, 3000), seed=1)
-    runs = [(small, False), (photos, False), (photos, True)]
+    small = write_collection(args.work / f"jpeg_256-1024_{args.small}", sources, args.small, (1024, 1024), 0, 256)
+    photos = write_collection(args.work / f"photos_4000x3000_{args.photos}", sources, args.photos, (4000, 3000), 1)
+    runs = [(small, False), (small, True), (photos, False), (photos, True)]
     rows = [
         index_speed(model, collection, fast, args.workers, threads)
         for model in args.models
         for threads in args.threads
         for collection, fast in runs
     ]
-    print(f"{'model':<28} {'collection':<18} {'fast-jpeg':>9} {'threads':>7} {'images':>7} {'s':>7} {'images/s':>9}")
+    print(f"{'model':<28} {'collection':<24} {'fast-jpeg':>9} {'threads':>7} {'images':>7} {'s':>7} {'images/s':>9}")
     for r in rows:
         print(
-            f"{r.model:<28} {r.collection:<18} {str(r.fast_jpeg):>9} {r.threads:>7} {r.images:>7} {r.seconds:7.1f}"
+            f"{r.model:<28} {r.collection:<24} {str(r.fast_jpeg):>9} {r.threads:>7} {r.images:>7} {r.seconds:7.1f}"
             f" {r.images_per_s:9.0f}"
         )
-    print(f"{os.cpu_count()} cores; decode workers: {args.workers or max(1, (os.cpu_count() or 2) - 1)}")
+    print(f"{os.cpu_count()} cores; decode workers: {args.workers or os.cpu_count()}")
     if args.out:
         write_json(args.out, {"rows": [asdict(r) for r in rows], "cores": os.cpu_count()})
     if args.clean:

@@ -92,7 +92,7 @@ def build_index(
             stamps.clear()
 
     jobs = [(str(path), model.preprocessing, fast_jpeg) for path in todo]
-    workers = workers or max(1, (os.cpu_count() or 2) - 1)
+    workers = workers or os.cpu_count() or 1  # decoding, not the model, bounds photo-sized images
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         bar = tqdm(pool.imap(_decode_job, jobs, chunksize=16), total=len(jobs), desc="index", unit="img", smoothing=0.1)
         for path, image, error in bar:

@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=8192, help="rows per shard: the most a kill can lose")
-    parser.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
-    parser.add_argument("--threads", type=int, help="inference threads (default: every core; docs/search.md measures both)")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="inference threads (default: 1; docs/search.md measures the split)"
+    )
     parser.add_argument("--skip-bad-images", action="store_true", help="list unreadable files in the report and go on")
     parser.add_argument(
         "--fast-jpeg", action="store_true", help="decode large JPEGs at a reduced scale (faster; pixels differ slightly)"

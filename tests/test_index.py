@@ -200,5 +200,8 @@ def test_the_speed_benchmark_indexes_the_collection_it_writes(checkpoint, tmp_pa
     collection = write_collection(tmp_path / "small", sources, 6, (32, 24), seed=0)
     files = sorted(collection.folder.glob("*.jpg"))
     assert len(files) == 6 and Image.open(files[0]).size == (32, 24)
+    mixed = write_collection(tmp_path / "mixed", sources, 6, (40, 40), seed=1, smallest=20)
+    sides = [side for path in mixed.folder.glob("*.jpg") for side in Image.open(path).size]
+    assert min(sides) >= 20 and max(sides) <= 40 and len(set(sides)) > 1
     row = index_speed(checkpoint, collection, fast_jpeg=False, workers=1, threads=1)
     assert row.images == 6 and row.images_per_s == pytest.approx(6 / row.seconds)
