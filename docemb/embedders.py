@@ -32,7 +32,15 @@ def torch_embedder(model: torch.nn.Module) -> Embedder:
 
 
 # what onnxruntime raises for a file it cannot run (none derives from a common base but Exception)
-ORT_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NotImplemented", "Fail", "NoSuchFile", "InvalidArgument", "RuntimeException")
+ORT_LOAD_ERRORS = (
+    "InvalidProtobuf",
+    "InvalidGraph",
+    "NotImplemented",
+    "Fail",
+    "NoSuchFile",
+    "InvalidArgument",
+    "RuntimeException",
+)
 
 
 def onnx_session(path: str | os.PathLike, threads: int = 1):
