@@ -119,7 +119,9 @@ class Job:
     def write_contract(self, path: Path, record: QuantizationRecord) -> None:
         contract = self.contract
         io = describe_model(path)
-        write_contract(path, self.preprocessing, io, self.source, record.to_dict(), contract.get("thresholds"), contract.get("verification"))
+        write_contract(
+            path, self.preprocessing, io, self.source, record.to_dict(), contract.get("thresholds"), contract.get("verification")
+        )
 
 
 def quantize(options: QuantizeOptions) -> list[QuantizedFile]:
