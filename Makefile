@@ -138,7 +138,8 @@ PEER_DIR := $(MODELS)/peers
 # Thread counts, runs and release gates of `make bench`; ADB=serial BENCHMARK_MODEL=path adds a phone.
 BENCH_THREADS ?= 1 2 4
 BENCH_RUNS ?= 200
-GATES ?= --gate 'int8.cos_mean >= 0.99 and int8.size_mb <= 0.5 * float.size_mb'
+# size: the float front keeps the first blocks in float32, a little over half of float on v2 (docs/quantization.md)
+GATES ?= --gate 'int8.cos_mean >= 0.99 and int8.size_mb <= 0.55 * float.size_mb'
 ADB ?=
 BENCHMARK_MODEL ?=
 PHONE := $(if $(BENCHMARK_MODEL),--benchmark-model $(BENCHMARK_MODEL)) $(if $(ADB),--adb $(ADB))

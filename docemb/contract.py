@@ -229,6 +229,7 @@ def read_contract(model_path: str | os.PathLike) -> dict:
 
 
 def check_fields(path: Path, contract: object) -> None:
+    """A DocembError naming `path` and what is wrong, for a contract no reader can use."""
     if not isinstance(contract, dict):
         raise DocembError(f"{path}: not a contract (a JSON object was expected, found {type(contract).__name__})")
     version = contract.get("format_version")

@@ -12,6 +12,7 @@ from docemb.errors import DocembError
 
 if TYPE_CHECKING:
     from docemb.templates import Decision
+    from docemb.verify import VerifyRule, VerifySettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def contract_threshold(model_path: Path) -> float:
     return float(thresholds["match"]["threshold"])
 
 
-def verification(model_path: Path):
+def verification(model_path: Path) -> tuple[VerifySettings, VerifyRule]:
     """The features and rule of the model's contract (the defaults for a checkpoint)."""
     from docemb.contract import read_contract
     from docemb.verify import VerifyRule, VerifySettings, from_contract

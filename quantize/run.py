@@ -117,11 +117,9 @@ class Job:
         return lookup("quantize", self.float_path.suffix, kind).path(self.out, self.float_path.stem)
 
     def write_contract(self, path: Path, record: QuantizationRecord) -> None:
-        contract = self.contract
+        thresholds, verification = self.contract.get("thresholds"), self.contract.get("verification")
         io = describe_model(path)
-        write_contract(
-            path, self.preprocessing, io, self.source, record.to_dict(), contract.get("thresholds"), contract.get("verification")
-        )
+        write_contract(path, self.preprocessing, io, self.source, record.to_dict(), thresholds, verification)
 
 
 def quantize(options: QuantizeOptions) -> list[QuantizedFile]:
