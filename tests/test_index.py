@@ -205,3 +205,29 @@ def test_the_speed_benchmark_indexes_the_collection_it_writes(checkpoint, tmp_pa
     assert min(sides) >= 20 and max(sides) <= 40 and len(set(sides)) > 1
     row = index_speed(checkpoint, collection, fast_jpeg=False, workers=1, threads=1)
     assert row.images == 6 and row.images_per_s == pytest.approx(6 / row.seconds)
+
+
+def test_neighbour_precision_counts_own_label_among_the_nearest():
+    from docemb.benchmark.neighbours import precision_at_k
+
+    embeddings = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    rows = precision_at_k(embeddings, ["a", "a", "b", "b", "c"], ks=(1, 2))
+    # "c" has no other member and asks nothing; each a and b finds its twin first, then the mixed one
+    assert rows == [(1, 4, 1.0, 1.0), (2, 4, 0.5, 0.5)]
+
+
+def test_neighbour_labels_come_from_the_folders_manifest(tmp_path):
+    from docemb.benchmark.neighbours import labelled
+
+    folder = tmp_path / "eval" / "templates"
+    folder.mkdir(parents=True)
+    for name in ("page0", "page1", "card0"):
+        (folder / f"{name}.png").write_bytes(b"")
+    (tmp_path / "eval" / "manifest.csv").write_text(
+        "split,name,kind,source\neval/templates,page0,page,a.pdf#page=1\neval/templates,page1,page,a.pdf#page=2\n"
+        "eval/templates,card0,card,icon\nother/templates,page9,page,b.pdf#page=1\n"
+    )
+    paths, labels = labelled(folder)
+    assert [p.stem for p in paths] == ["page0", "page1", "card0"]
+    assert labels == {"kind": ["page", "page", "card"], "source document": ["a.pdf", "a.pdf", "icon"]}
