@@ -69,7 +69,8 @@ def precision_at_k(embeddings: np.ndarray, labels: list[str], ks: tuple[int, ...
     queries = np.array([sizes[label] > 1 for label in labels])
     out = []
     for k in ks:
-        hits = (label_array[order[:, :k]] == label_array[:, None]).mean(axis=1)
+        nearest = order[:, : min(k, len(labels) - 1)]  # itself sorts last; never among the k
+        hits = (label_array[nearest] == label_array[:, None]).sum(axis=1) / k
         ceiling = np.array([min(k, sizes[label] - 1) / k for label in labels])
         out.append((k, int(queries.sum()), float(hits[queries].mean()), float(ceiling[queries].mean())))
     return out
@@ -83,7 +84,7 @@ def benchmark(model_path: Path, folders: list[Path]) -> list[NeighbourRow]:
         embeddings = model.embed([read_rgb(p, max_side=1024) for p in paths])
         name = f"{folder.parent.name}/{folder.name}"
         for label, values in labels.items():
-            rows += [NeighbourRow(name, label, *row) for row in precision_at_k(embeddings, values)]
+            rows += [NeighbourRow(name, label, n, k, p, c) for k, n, p, c in precision_at_k(embeddings, values)]
     return rows
 
 

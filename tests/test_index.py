@@ -231,3 +231,16 @@ def test_neighbour_labels_come_from_the_folders_manifest(tmp_path):
     paths, labels = labelled(folder)
     assert [p.stem for p in paths] == ["page0", "page1", "card0"]
     assert labels == {"kind": ["page", "page", "card"], "source document": ["a.pdf", "a.pdf", "icon"]}
+
+
+def test_neighbour_benchmark_rows_say_k_and_queries(checkpoint, synth_eval):
+    import csv
+
+    from docemb.benchmark.neighbours import benchmark
+
+    with open(synth_eval / "manifest.csv", newline="") as handle:
+        families = [row["family"] for row in csv.DictReader(handle)]
+    shared = sum(families.count(f) > 1 for f in families)
+    rows = benchmark(checkpoint, [synth_eval])
+    assert [(r.label, r.k, r.queries) for r in rows] == [("family", k, shared) for k in (1, 5, 10)]
+    assert all(0 <= r.precision <= r.ceiling + 1e-9 and r.ceiling <= 1 for r in rows)
