@@ -2,7 +2,7 @@
 homography, so pages that look alike at 128 pixels (two manuals of one class file, page 1 and
 page 2) are told apart by their text.
 
-Features (ORB by default; AKAZE and SIFT selectable, all in the installed OpenCV) are computed
+Features (ORB by default, SIFT selectable; OpenCV 5 moved AKAZE out of its main modules) are computed
 once per template. For a query, each of the embedding's top-K templates is matched (ratio test),
 a RANSAC homography is fitted, and the inliers re-rank the shortlist. Where either side has too
 few keypoints (a flat card) the cosine order stands.
@@ -21,7 +21,7 @@ import numpy as np
 from docemb.atomic import atomic_path
 from docemb.errors import DocembError
 
-DETECTORS = ("orb", "akaze", "sift")
+DETECTORS = ("orb", "sift")
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,6 @@ class Candidate:
 def _detector(settings: VerifySettings):
     if settings.detector == "orb":
         return cv2.ORB_create(nfeatures=settings.features)
-    if settings.detector == "akaze":
-        return cv2.AKAZE_create()
     if settings.detector == "sift":
         return cv2.SIFT_create(nfeatures=settings.features)
     raise DocembError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")

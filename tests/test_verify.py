@@ -138,3 +138,8 @@ def test_the_calibrated_rule_lets_at_most_its_share_of_unregistered_captures_ver
     verified = sum(max(c.inliers for c in s) >= rule.min_inliers for s in shortlists)
     assert verified == 4 and rule.min_inliers == 196
     assert calibrate([[Candidate(0, 0, 0.9, 3)]] * 50).min_inliers == VerifyRule().min_inliers  # never below the default
+
+
+def test_a_detector_the_installed_opencv_lacks_is_refused_by_name():
+    with pytest.raises(DocembError, match="unknown detector 'akaze'; choose one of orb, sift"):
+        features(np.zeros((64, 64, 3), np.uint8), VerifySettings(detector="akaze"))
