@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from docemb.api import load_model
 from docemb.atomic import write_json
-from docemb.bulk import build_index
+from docemb.bulk import build_index, decode_workers
 from docemb.imageio import list_images, read_rgb
 
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r.model:<28} {r.collection:<24} {str(r.fast_jpeg):>9} {r.threads:>7} {r.images:>7} {r.seconds:7.1f}"
             f" {r.images_per_s:9.0f}"
         )
-    print(f"{os.cpu_count()} cores; decode workers: {args.workers or os.cpu_count()}")
+    print(f"{os.cpu_count()} cores; decode workers: {decode_workers(args.workers)}")
     if args.out:
         write_json(args.out, {"rows": [asdict(r) for r in rows], "cores": os.cpu_count()})
     if args.clean:

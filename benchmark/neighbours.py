@@ -21,7 +21,7 @@ import numpy as np
 from docemb.api import load_model
 from docemb.atomic import write_json
 from docemb.errors import DocembError
-from docemb.imageio import read_rgb
+from docemb.imageio import list_images, read_rgb
 
 KS = (1, 5, 10)
 
@@ -46,7 +46,7 @@ def labelled(folder: Path) -> tuple[list[Path], dict[str, list[str]]]:
         rows = list(csv.DictReader(handle))
     if rows and "split" in rows[0]:  # realdocs: one manifest for every split
         rows = [row for row in rows if row["split"] == f"{folder.parent.name}/{folder.name}"]
-    names = {path.stem: path for path in folder.iterdir() if path.is_file() and path.suffix != ".csv"}
+    names = {path.stem: path for path in list_images(folder)}
     rows = [row for row in rows if Path(row["name"]).stem in names]
     if not rows:
         raise DocembError(f"{manifest}: labels none of the images in {folder}")

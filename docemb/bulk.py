@@ -92,8 +92,7 @@ def build_index(
             stamps.clear()
 
     jobs = [(str(path), model.preprocessing, fast_jpeg) for path in todo]
-    workers = workers or os.cpu_count() or 1  # decoding, not the model, bounds photo-sized images
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(decode_workers(workers)) as pool:
         bar = tqdm(pool.imap(_decode_job, jobs, chunksize=16), total=len(jobs), desc="index", unit="img", smoothing=0.1)
         for path, image, error in bar:
             if image is None:
@@ -111,6 +110,11 @@ def build_index(
                 flush_shard()
         flush_shard()
     return report
+
+
+def decode_workers(workers: int | None) -> int:
+    """`workers`, or one per core: decoding, not the model, bounds photo-sized images."""
+    return workers or os.cpu_count() or 1
 
 
 def _dim(model: Model) -> int:

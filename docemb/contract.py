@@ -210,8 +210,13 @@ def builtin_normalization(contract: dict) -> Preprocessing | None:
 
 
 # what every reader of a contract relies on; the rest is description
-REQUIRED = {"format_version": (), "sha256": (), "input": ("name", "shape", "dtype"), "output": ("name", "shape", "dtype")}
-REQUIRED_PREPROCESSING = ("size", "mean", "std")
+REQUIRED = {
+    "format_version": (),
+    "sha256": (),
+    "input": ("name", "shape", "dtype"),
+    "output": ("name", "shape", "dtype"),
+    "preprocessing": ("size", "mean", "std"),
+}
 
 
 def read_contract(model_path: str | os.PathLike) -> dict:
@@ -235,9 +240,8 @@ def check_fields(path: Path, contract: object) -> None:
     version = contract.get("format_version")
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise DocembError(f"{path}: contract format {version} is newer than this docemb reads ({FORMAT_VERSION}); upgrade docemb")
-    required = {**REQUIRED, "preprocessing": REQUIRED_PREPROCESSING}
     missing = []
-    for key, subkeys in required.items():
+    for key, subkeys in REQUIRED.items():
         if key not in contract:
             missing.append(key)
         elif subkeys:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from docemb.errors import DocembError
+from docemb.errors import DocembError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +56,7 @@ def onnx_session(path: str | os.PathLike, threads: int = 1):
     try:
         return ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
     except tuple(getattr(state, name) for name in ORT_LOAD_ERRORS) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DocembError(f"{path}: onnxruntime cannot load it: {reason}") from None
+        raise DocembError(f"{path}: onnxruntime cannot load it: {first_line(exc)}") from None
 
 
 def model_embedder(path: str | os.PathLike, threads: int = 1) -> Embedder:

@@ -7,3 +7,9 @@ class DocembError(Exception):
 
 class ImageReadError(DocembError):
     """An image file that cannot be decoded; the message names the file."""
+
+
+def first_line(exc: BaseException) -> str:
+    """What a library's exception says, on one line (its type when it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

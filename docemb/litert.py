@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from docemb.atomic import atomic_path
-from docemb.errors import DocembError
+from docemb.errors import DocembError, first_line
 
 SIGNATURE = "embed"
 EXTRA_HINT = "install the TFLite tools: pip install -c constraints.txt -e '.[tflite]' (make setup does)"
@@ -54,8 +54,7 @@ def interpreter(path: str | os.PathLike, threads: int = 1, xnnpack: bool = True)
         runner = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
         runner.allocate_tensors()  # where an op the runtime lacks is found
     except (ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DocembError(f"{path}: not a loadable TFLite model ({reason})") from None
+        raise DocembError(f"{path}: not a loadable TFLite model ({first_line(exc)})") from None
     return runner
 
 
