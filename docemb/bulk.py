@@ -17,9 +17,12 @@ from tqdm import tqdm
 
 from docemb.api import Model
 from docemb.errors import DocembError, ImageReadError
-from docemb.imageio import IMAGE_SUFFIXES, image_files, read_rgb
+from docemb.imageio import IMAGE_SUFFIXES, OnError, expand_pdfs, image_files, read_rgb
 from docemb.index import FileStamp, IndexWriter, pending
+from docemb.pdf import is_pdf_page
 from docemb.preprocess import Preprocessing
+
+SKIP_HINT = "pass --skip-bad-images to list and skip such files"
 
 
 @dataclass
@@ -32,27 +35,35 @@ class IndexReport:
     shards: list[str] = field(default_factory=list)
 
 
-def collect_files(roots: list[Path]) -> list[Path]:
-    """Image files under the given folders (recursive) and files, sorted, each once."""
+def collect_files(roots: list[Path], on_error: OnError = "raise") -> tuple[list[str], list[str]]:
+    """Image files and PDF pages under the given folders (recursive) and files, sorted, each
+    once; and "path: reason" for each PDF that cannot be opened (with on_error="skip")."""
     files: set[Path] = set()
     for root in roots:
         if root.is_file():
             files.add(root)
         elif root.is_dir():
-            files.update(image_files(root))
+            files.update(image_files(root, IMAGE_SUFFIXES + (".pdf",)))
         else:
             raise DocembError(f"{root}: no such file or folder")
-    if not files:
-        raise DocembError(f"no images under {', '.join(map(str, roots))} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return sorted(files)
+    try:
+        names, bad = expand_pdfs(sorted(files), on_error)
+    except ImageReadError as exc:
+        raise DocembError(f"{exc}; {SKIP_HINT}") from None
+    if not names and not bad:
+        raise DocembError(f"no images under {', '.join(map(str, roots))} (looked for {', '.join(IMAGE_SUFFIXES)}, .pdf)")
+    return names, bad
 
 
 def _decode_job(job: tuple[str, Preprocessing, bool]) -> tuple[str, np.ndarray | None, str | None]:
     """(path, the model-size uint8 image as the contract resizes it, or None and why not);
-    `fast_jpeg` decodes large JPEGs at a reduced scale, no smaller than twice the input."""
+    `fast_jpeg` decodes large JPEGs at a reduced scale, no smaller than twice the input; PDF
+    pages are rendered at four times the input, which the resize then antialiases."""
     path, preprocessing, fast_jpeg = job
     try:
-        return path, preprocessing.resize(read_rgb(path, jpeg_draft=2 * preprocessing.size if fast_jpeg else None)), None
+        draft = 2 * preprocessing.size if fast_jpeg else None
+        image = read_rgb(path, max_side=4 * preprocessing.size if is_pdf_page(path) else None, jpeg_draft=draft)
+        return path, preprocessing.resize(image), None
     except ImageReadError as exc:
         return path, None, str(exc)
 
@@ -69,10 +80,10 @@ def build_index(
     fast_jpeg: bool = False,
 ) -> IndexReport:
     """Embed every new or changed image under `roots` into the index at `out`."""
-    files = collect_files(roots)
+    files, bad_pdfs = collect_files(roots, "skip" if skip_bad else "raise")
     writer = IndexWriter.open_or_create(out, model.name, model.sha256, _dim(model), storage)
     todo = pending(files, writer.known)
-    report = IndexReport(skipped_unchanged=len(files) - len(todo))
+    report = IndexReport(skipped_unchanged=len(files) - len(todo), bad=bad_pdfs)
     rows: list[np.ndarray] = []
     stamps: list[FileStamp] = []
     batch: list[tuple[str, np.ndarray]] = []
@@ -80,7 +91,7 @@ def build_index(
     def flush_batch() -> None:
         if batch:
             rows.append(model.embed_resized(np.stack([image for _, image in batch])))
-            stamps.extend(FileStamp.of(Path(path)) for path, _ in batch)
+            stamps.extend(FileStamp.of(path) for path, _ in batch)
             batch.clear()
 
     def flush_shard() -> None:
@@ -91,17 +102,15 @@ def build_index(
             rows.clear()
             stamps.clear()
 
-    jobs = [(str(path), model.preprocessing, fast_jpeg) for path in todo]
+    jobs = [(path, model.preprocessing, fast_jpeg) for path in todo]
     with multiprocessing.get_context("fork").Pool(decode_workers(workers)) as pool:
         bar = tqdm(pool.imap(_decode_job, jobs, chunksize=16), total=len(jobs), desc="index", unit="img", smoothing=0.1)
         for path, image, error in bar:
             if image is None:
                 if not skip_bad:
                     flush_shard()  # what is done stays done
-                    raise DocembError(
-                        f"{path}: not a readable image ({error}); pass --skip-bad-images to list and skip such files"
-                    )
-                report.bad.append(f"{path}: {error}")
+                    raise DocembError(f"{error}; {SKIP_HINT}")
+                report.bad.append(error)
                 continue
             batch.append((path, image))
             if len(batch) == batch_size:

@@ -11,9 +11,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from docemb.errors import DocembError, ImageReadError
+from docemb.pdf import is_pdf, page_count, page_name, render_page, split_page_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OnError = Literal["raise", "skip"]
+PDF_LONG_SIDE = 1024  # a PDF page's long side in pixels when the caller names no max_side
 log = logging.getLogger(__name__)
 
 
@@ -23,7 +25,12 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, jpeg_draft: i
     With `max_side`, the image is shrunk (never enlarged) so its long side is at most that.
     With `jpeg_draft`, libjpeg may decode a JPEG at a reduced scale, no smaller than that on
     each side: far faster on large photos, but the pixels differ a little from a full decode.
+    A PDF page (`FILE.pdf#page=N`, or `FILE.pdf` for its first) is rendered at a long side of
+    `max_side`, or PDF_LONG_SIDE.
     """
+    file, page = split_page_name(str(path))
+    if page is not None or is_pdf(file):
+        return render_page(file, page or 1, max_side or PDF_LONG_SIDE)
     try:
         with Image.open(path) as image:
             if jpeg_draft and image.format == "JPEG":
@@ -72,9 +79,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def image_files(root: Path) -> list[Path]:
+def image_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
     """Image files under the folder `root` (recursive), by suffix, unsorted; none is no error."""
-    return [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return [p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+
+
+def expand_pdfs(paths: list[str | os.PathLike], on_error: OnError = "raise") -> tuple[list[str], list[str]]:
+    """The paths with each PDF replaced by its pages' names, and "path: reason" for each PDF that
+    cannot be opened (with on_error="skip"; "raise" stops at the first)."""
+    names, bad = [], []
+    for path in paths:
+        if not is_pdf(path):  # an image, or one page already named
+            names.append(str(path))
+            continue
+        try:
+            names.extend(page_name(path, number) for number in range(1, page_count(path) + 1))
+        except ImageReadError as exc:
+            if on_error == "raise":
+                raise
+            bad.append(str(exc))
+    return names, bad
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:

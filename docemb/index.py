@@ -3,7 +3,8 @@
 Layout of an index folder:
 - `index.json`: the model (name, sha256, size), storage, and the finished shards in order;
 - `shard-NNNNN.npy`: embeddings, float16, or int8 with `shard-NNNNN.scale.npy` (one scale per row);
-- `shard-NNNNN.csv`: path, size and mtime of each row's file.
+- `shard-NNNNN.csv`: path, size and mtime of each row's file (a PDF page's path is
+  `FILE.pdf#page=N`, its size and mtime the PDF's).
 
 A shard is complete once `index.json` lists it (each file is renamed into place first), so a
 killed run leaves at most an unlisted shard that the next run overwrites. A file indexed again
@@ -23,6 +24,7 @@ import numpy as np
 
 from docemb.atomic import atomic_path, write_json
 from docemb.errors import DocembError
+from docemb.pdf import split_page_name
 
 FORMAT_VERSION = 1
 STORAGES = ("float16", "int8")
@@ -38,8 +40,9 @@ class FileStamp:
     mtime_ns: int
 
     @classmethod
-    def of(cls, path: Path) -> FileStamp:
-        stat = path.stat()
+    def of(cls, path: str | os.PathLike) -> FileStamp:
+        """The stamp of an image file, or of a PDF page by its PDF file."""
+        stat = Path(split_page_name(str(path))[0]).stat()
         return cls(str(path), stat.st_size, stat.st_mtime_ns)
 
 
@@ -224,6 +227,6 @@ class IndexWriter:
         write_json(self.folder / "index.json", asdict(self.meta))
 
 
-def pending(files: Iterable[Path], known: dict[str, FileStamp]) -> list[Path]:
-    """Files not yet embedded, or changed (size or mtime) since they were."""
+def pending(files: Iterable[str], known: dict[str, FileStamp]) -> list[str]:
+    """Files (or PDF pages) not yet embedded, or changed (size or mtime) since they were."""
     return [path for path in files if known.get(str(path)) != FileStamp.of(path)]

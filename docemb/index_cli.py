@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("roots", nargs="+", type=Path, help="folders (recursive) and image files to embed")
+    parser.add_argument("roots", nargs="+", type=Path, help="folders (recursive), image files and PDFs (a page each) to embed")
     parser.add_argument(
         "--model", required=True, type=Path, help="an exported .onnx/.tflite (contract beside it) or a .safetensors checkpoint"
     )

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="photos to match; or `register` followed by template images")
+    parser.add_argument(
+        "images", nargs="+", help="photos (or PDFs: a page each) to match; or `register` followed by template images or PDFs"
+    )
     parser.add_argument("--store", required=True, type=Path, help="template store file (the Android app's format)")
     parser.add_argument("--model", type=Path, help="model to register with (required by `register`; matching uses the store's)")
     parser.add_argument("--threshold", type=float, help="match threshold (default: the contract's, measured at FPR 1e-2)")
@@ -52,13 +54,15 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
     from dataclasses import asdict
 
     from docemb.api import load_model
-    from docemb.imageio import read_rgb
+    from docemb.imageio import expand_pdfs, read_rgb
+    from docemb.pdf import stem
     from docemb.templates import StoreInfo, TemplateStore, info_path, read_info, write_info
     from docemb.verify import features_path
 
     if args.model is None:
         raise DocembError("register needs --model")
     model = load_model(args.model)
+    templates = expand_pdfs(templates)[0]
     images = [read_rgb(path) for path in templates]
     vectors = model.embed(images)
     if args.store.is_file():
@@ -73,7 +77,7 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
         store = TemplateStore(vectors.shape[1], settings if args.verify else None)
         info = StoreInfo(str(args.model), model.sha256, threshold, asdict(rule) if args.verify else None)
     for path, vector, image in zip(templates, vectors, images):
-        store.put(Path(path).stem, vector, image)
+        store.put(stem(path), vector, image)
     store.write(args.store)
     write_info(args.store, info)
     print(
@@ -86,7 +90,7 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
 
 def match(args: argparse.Namespace) -> None:
     from docemb.api import load_model
-    from docemb.imageio import read_rgb
+    from docemb.imageio import expand_pdfs, read_rgb
     from docemb.templates import TemplateStore, read_info
     from docemb.verify import VerifyRule
 
@@ -98,19 +102,20 @@ def match(args: argparse.Namespace) -> None:
     if args.verify and store.verify_settings is None:
         raise DocembError(f"{args.store}: registered without features; register again with --verify")
     rule = VerifyRule(**info.verify_rule) if info.verify_rule else VerifyRule()
-    images = [read_rgb(path) for path in args.images]
+    photos = expand_pdfs(args.images)[0]
+    images = [read_rgb(path) for path in photos]
     decisions = [
         store.match(vector, threshold, args.k, image, args.verify, rule, args.shortlist)
         for vector, image in zip(model.embed(images), images)
     ]
     if args.json:
-        print(json.dumps([{"photo": p, **_decision_json(d)} for p, d in zip(args.images, decisions)], indent=2))
+        print(json.dumps([{"photo": p, **_decision_json(d)} for p, d in zip(photos, decisions)], indent=2))
         return
     print(
         f"threshold {threshold:.4f}"
         + (f"; verified: >= {rule.min_inliers} inliers and cosine >= {rule.verified_cosine:.4f}" if args.verify else "")
     )
-    for photo, decision in zip(args.images, decisions):
+    for photo, decision in zip(photos, decisions):
         top = "  ".join(f"{name} {score:.3f}" for name, score in decision.top)
         how = ""
         if args.verify:

@@ -12,7 +12,7 @@ from docemb.errors import DocembError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("queries", nargs="+", help="query images, or paths already in the index")
+    parser.add_argument("queries", nargs="+", help="query images or PDFs (a page each), or paths already in the index")
     parser.add_argument("--index", required=True, type=Path)
     parser.add_argument("--model", type=Path, help="the index's model, to embed query images that are not in the index")
     parser.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
@@ -42,10 +42,12 @@ def query_vectors(queries: list[str], index, model_path: Path | None) -> np.ndar
 
 
 def run(args: argparse.Namespace) -> None:
+    from docemb.imageio import expand_pdfs
     from docemb.index import Index
 
     index = Index.open(args.index)
-    queries = query_vectors(args.queries, index, args.model)
+    names = expand_pdfs(args.queries)[0]
+    queries = query_vectors(names, index, args.model)
     if args.ann:
         from docemb.ann import Ann
 
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
         scores, rows = index.search(queries, args.k)
     results = [
         {"query": q, "results": [{"path": index.path(int(r)), "score": float(s)} for s, r in zip(score_row, row)]}
-        for q, score_row, row in zip(args.queries, scores, rows)
+        for q, score_row, row in zip(names, scores, rows)
     ]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -41,7 +41,7 @@ def test_pdf_pages_become_templates_and_a_broken_pdf_is_named(tmp_path):
     write_pdf(tmp_path / "two.pdf", ["red", "blue"])
     write_pdf(tmp_path / "one.pdf", ["green"])
     source = load_source(SourceSpec("pdf", str(tmp_path)), max_side=140)
-    assert source.names == [f"{tmp_path}/one.pdf#page1", f"{tmp_path}/two.pdf#page1", f"{tmp_path}/two.pdf#page2"]
+    assert source.names == [f"{tmp_path}/one.pdf#page=1", f"{tmp_path}/two.pdf#page=1", f"{tmp_path}/two.pdf#page=2"]
     red = source.image(1)
     assert max(red.shape[:2]) == 140 and red.shape[0] > red.shape[1]
     assert np.abs(red[70, 50].astype(int) - [255, 0, 0]).max() <= 2  # JPEG-in-PDF rounding

@@ -32,8 +32,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from docemb.atomic import atomic_path, write_json
-from docemb.errors import DocembError
+from docemb.errors import DocembError, ImageReadError
 from docemb.imageio import to_rgb
+from docemb.pdf import page_count, render_pages
 
 # Independent evaluation data: never trained, calibrated or tuned on.
 RESERVED = {
@@ -130,22 +131,12 @@ def _page_numbers(count: int, wanted: int) -> list[int]:
 
 
 def _render_pdf(data: bytes, pages: int, long_side: int) -> list[tuple[int, Image.Image]]:
-    import pypdfium2 as pdfium
-
+    """(page number, image) of the pages _page_numbers picks; none for a PDF PDFium cannot read."""
     try:
-        document = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError:
+        numbers = [number + 1 for number in _page_numbers(page_count(data), pages)]
+        return [(n, Image.fromarray(page)) for n, page in zip(numbers, render_pages(data, long_side, numbers))]
+    except ImageReadError:
         return []
-    try:
-        rendered = []
-        for number in _page_numbers(len(document), pages):
-            page = document[number]
-            width, height = page.get_size()
-            bitmap = page.render(scale=long_side / max(width, height, 1e-6))
-            rendered.append((number + 1, bitmap.to_pil().convert("RGB")))
-        return rendered
-    finally:
-        document.close()
 
 
 def _safe_name(text: str) -> str:

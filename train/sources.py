@@ -24,6 +24,7 @@ from PIL import Image
 
 from docemb.errors import DocembError, ImageReadError
 from docemb.imageio import OnError, list_images, load_images, read_rgb
+from docemb.pdf import page_name, render_pages
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +91,6 @@ def _decode_all(spec: SourceSpec, paths: list[Path], max_side: int, on_error: On
     return Source(spec, [str(p) for p in kept], max_side, _loaded=images, bad=[str(p) for p in paths if p not in decoded])
 
 
-def render_pdf_pages(path: Path, max_side: int) -> list[np.ndarray]:
-    """Every page of a PDF as RGB, rendered so that its long side is `max_side` pixels."""
-    import pypdfium2 as pdfium
-
-    try:
-        document = pdfium.PdfDocument(str(path))
-    except (pdfium.PdfiumError, OSError) as exc:
-        raise ImageReadError(f"{path}: cannot open as PDF ({exc})") from None
-    try:
-        pages = []
-        for page in document:
-            width, height = page.get_size()
-            bitmap = page.render(scale=max_side / max(width, height, 1e-6))
-            pages.append(np.asarray(bitmap.to_pil().convert("RGB"), dtype=np.uint8))
-        return pages
-    finally:
-        document.close()
-
-
 def _pdf_source(spec: SourceSpec, max_side: int, on_error: OnError) -> Source:
     root = Path(spec.path)
     files = [root] if root.is_file() else sorted(root.rglob("*.pdf")) if root.is_dir() else []
@@ -117,7 +99,7 @@ def _pdf_source(spec: SourceSpec, max_side: int, on_error: OnError) -> Source:
     images, names, bad = [], [], []
     for file in files:
         try:
-            pages = render_pdf_pages(file, max_side)
+            pages = render_pages(file, max_side)
         except ImageReadError as exc:
             if on_error == "raise":
                 raise DocembError(f"{exc} (pass --skip-bad-images to skip such files)") from None
@@ -125,7 +107,7 @@ def _pdf_source(spec: SourceSpec, max_side: int, on_error: OnError) -> Source:
             bad.append(str(file))
             continue
         images.extend(pages)
-        names.extend(f"{file}#page{number + 1}" for number in range(len(pages)))
+        names.extend(page_name(file, number) for number in range(1, len(pages) + 1))
     return Source(spec, names, max_side, _loaded=images, bad=bad)
 
 
