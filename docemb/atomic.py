@@ -13,6 +13,8 @@ from typing import Any, Iterator
 from docemb.errors import DocembError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# how text holding file names is encoded: a name that is not UTF-8 keeps its bytes (as os.fsencode)
+FILE_NAME_ERRORS = "surrogateescape"
 
 
 @contextlib.contextmanager
@@ -42,8 +44,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8; a file name that is not (Python keeps its bytes as surrogates) is written as its bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors=FILE_NAME_ERRORS)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

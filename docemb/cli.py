@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
 import sys
 import traceback
 
+from docemb.atomic import FILE_NAME_ERRORS
 from docemb.errors import DocembError
 
 STAGES = {
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = argv[:1] == ["--debug"]
     argv = argv[1:] if debug else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors=FILE_NAME_ERRORS)  # print a non-UTF-8 file name as its bytes, as ls does
     command = argv[0] if argv and argv[0] in STAGES else None
     args = build_parser(command).parse_args(argv)
     try:

@@ -37,7 +37,7 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, jpeg_draft: i
                 image.draft("RGB", (jpeg_draft, jpeg_draft))
             image = to_rgb(ImageOps.exif_transpose(image))
             if max_side and max(image.size) > max_side:
-                image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+                image = _shrink(image, max_side)
             array = np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
@@ -46,6 +46,16 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, jpeg_draft: i
     if array.ndim != 3 or min(array.shape[:2]) < 2:
         raise ImageReadError(f"{path}: image is too small ({array.shape[1]}x{array.shape[0]})")
     return array
+
+
+def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+    """Long side to `max_side`, aspect kept (Pillow's thumbnail), but no side under 2 px: a
+    40000x40 strip stays an image."""
+    if min(image.size) * max_side / max(image.size) >= 2:
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        return image
+    scale = max_side / max(image.size)
+    return image.resize(tuple(max(2, round(side * scale)) for side in image.size), Image.Resampling.BILINEAR)
 
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from docemb.atomic import atomic_path, write_json
+from docemb.atomic import FILE_NAME_ERRORS, atomic_path, write_json
 from docemb.errors import DocembError
 from docemb.pdf import split_page_name
 
@@ -109,7 +109,7 @@ class Index:
         return vectors, scale
 
     def _read_stamps(self, shard: str) -> list[FileStamp]:
-        with open(self.folder / f"{shard}.csv", newline="") as handle:
+        with open(self.folder / f"{shard}.csv", newline="", encoding="utf-8", errors=FILE_NAME_ERRORS) as handle:
             return [FileStamp(r["path"], int(r["size"]), int(r["mtime_ns"])) for r in csv.DictReader(handle)]
 
     def _live_rows(self) -> np.ndarray:
@@ -215,7 +215,10 @@ class IndexWriter:
         if scale is not None:
             with atomic_path(self.folder / f"{name}.scale.npy") as tmp, open(tmp, "wb") as handle:
                 np.save(handle, scale)
-        with atomic_path(self.folder / f"{name}.csv") as tmp, open(tmp, "w", newline="") as handle:
+        with (
+            atomic_path(self.folder / f"{name}.csv") as tmp,
+            open(tmp, "w", newline="", encoding="utf-8", errors=FILE_NAME_ERRORS) as handle,
+        ):
             writer = csv.DictWriter(handle, fieldnames=["path", "size", "mtime_ns"])
             writer.writeheader()
             writer.writerows(asdict(stamp) for stamp in stamps)
