@@ -29,7 +29,18 @@ from docemb.embedders import Embedder, load_embedder
 from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
 from docemb.imageio import list_images, load_images
 from docemb.preprocess import Preprocessing
-from docemb.verify import DETECTORS, Candidate, Features, VerifyRule, VerifySettings, decide, features, rerank
+from docemb.verify import (
+    DETECTORS,
+    Candidate,
+    Features,
+    VerifyRule,
+    VerifySettings,
+    decide,
+    features,
+    homography_inliers,
+    matches,
+    rerank,
+)
 
 
 @dataclass
@@ -134,6 +145,52 @@ def _timing(
     return times
 
 
+@dataclass(frozen=True)
+class VerifyCost:
+    """Where a verified query's time goes on one thread, and the work counted: what a phone
+    estimate scales (docs/search.md)."""
+
+    features_ms: float  # resize and local features of one image at capture size
+    match_ms: float  # per shortlisted template: descriptor distances and the ratio test
+    ransac_ms: float  # per shortlisted template: the homography fit
+    query_keypoints: float
+    template_keypoints: float
+    distances_per_template: float  # descriptor distances per shortlisted template (brute force)
+    descriptor_bytes: int
+
+
+def _cost(
+    images: list[np.ndarray], captures: Captures, templates: np.ndarray, named: list[Features], settings, k: int, n: int = 50
+):
+    cv2.setNumThreads(1)
+    start = time.perf_counter()
+    for image in images[:n]:
+        features(image, settings)
+    features_ms = 1e3 * (time.perf_counter() - start) / min(n, len(images))
+    pairs = [
+        (query, named[i])
+        for embedding, query in zip(captures.embeddings[:n], captures.features[:n])
+        for i in np.argsort(-(templates @ embedding), kind="stable")[:k]
+        if min(query.count, named[i].count) >= settings.min_keypoints
+    ]
+    start = time.perf_counter()
+    matched = [matches(query, template, settings) for query, template in pairs]
+    match_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
+    start = time.perf_counter()
+    for source, target in matched:
+        homography_inliers(source, target, settings)
+    ransac_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
+    return VerifyCost(
+        features_ms,
+        match_ms,
+        ransac_ms,
+        float(np.mean([q.count for q in captures.features[:n]])),
+        float(np.mean([t.count for t in named])),
+        float(np.mean([q.count * t.count for q, t in pairs])),
+        int(named[0].descriptors.shape[1] * named[0].descriptors.itemsize),
+    )
+
+
 CALIBRATION_IMAGES = 600  # of --calibrate-data, seeded
 
 
@@ -180,6 +237,7 @@ def benchmark(
     rows = [row for strength in strengths for row in _rows(strength, kinds, runs[strength], templates, rule)]
     feature_bytes = np.mean([f.keypoints.nbytes + (f.descriptors.nbytes if f.descriptors is not None else 0) for f in named])
     timing = _timing(runs[calibrate_on].known, templates, named, settings, ks)
+    cost = _cost(images, runs[calibrate_on].known, templates, named, settings, k)
     return {
         "rule": asdict(rule),
         "calibrated_on": calibrated_on,
@@ -188,6 +246,7 @@ def benchmark(
         "rows": [asdict(r) for r in rows],
         "feature_bytes_per_template": float(feature_bytes),
         "ms_per_query": timing,
+        "cost": asdict(cost),
         "templates": len(named),
     }
 
@@ -205,6 +264,12 @@ def format_table(result: dict) -> str:
     lines.append(f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}")
     lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
     lines.append("ms per query, one thread: " + "  ".join(f"K={k} {v:.1f}" for k, v in result["ms_per_query"].items()))
+    c = result["cost"]
+    lines.append(
+        f"cost, one thread: features {c['features_ms']:.2f} ms per image ({c['query_keypoints']:.0f} keypoints per query, "
+        f"{c['template_keypoints']:.0f} per template); per shortlisted template: matching {c['match_ms']:.3f} ms "
+        f"({c['distances_per_template'] / 1e3:.0f}k distances of {c['descriptor_bytes']} bytes), RANSAC {c['ransac_ms']:.3f} ms"
+    )
     return "\n".join(lines)
 
 

@@ -77,13 +77,21 @@ def inliers(query: Features, template: Features, settings: VerifySettings = Veri
     """RANSAC homography inliers among ratio-test matches; -1 when either side has too few keypoints."""
     if min(query.count, template.count) < settings.min_keypoints or query.descriptors is None or template.descriptors is None:
         return -1
+    return homography_inliers(*matches(query, template, settings), settings)
+
+
+def matches(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> tuple[np.ndarray, np.ndarray]:
+    """(query points, template points) of the descriptor matches that pass the ratio test."""
     norm = cv2.NORM_HAMMING if query.descriptors.dtype == np.uint8 else cv2.NORM_L2
     pairs = cv2.BFMatcher(norm).knnMatch(query.descriptors, template.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < settings.ratio * p[1].distance]
-    if len(good) < 4:
+    return query.keypoints[[m.queryIdx for m in good]], template.keypoints[[m.trainIdx for m in good]]
+
+
+def homography_inliers(source: np.ndarray, target: np.ndarray, settings: VerifySettings = VerifySettings()) -> int:
+    """Matches that agree on one RANSAC homography (0 with fewer than the 4 points it needs)."""
+    if len(source) < 4:
         return 0
-    source = query.keypoints[[m.queryIdx for m in good]]
-    target = template.keypoints[[m.trainIdx for m in good]]
     _, mask = cv2.findHomography(source, target, cv2.RANSAC, settings.ransac_px)
     return int(mask.sum()) if mask is not None else 0
 

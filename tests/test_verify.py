@@ -143,3 +143,20 @@ def test_the_calibrated_rule_lets_at_most_its_share_of_unregistered_captures_ver
 def test_a_detector_the_installed_opencv_lacks_is_refused_by_name():
     with pytest.raises(DocembError, match="unknown detector 'akaze'; choose one of orb, sift"):
         features(np.zeros((64, 64, 3), np.uint8), VerifySettings(detector="akaze"))
+
+
+def test_the_benchmark_counts_the_work_a_phone_estimate_scales(small_model, tmp_path):
+    from docemb.benchmark.verification import benchmark
+    from docemb.model import save_model
+
+    folder = tmp_path / "eval" / "templates"
+    folder.mkdir(parents=True)
+    for seed in range(4):
+        Image.fromarray(text_page(seed)).save(folder / f"page{seed}.png")
+    save_model(tmp_path / "m.safetensors", small_model)
+    result = benchmark(tmp_path / "m.safetensors", tmp_path / "eval", ["mild"], 3, [2], "mild", VerifySettings(features=300))
+    cost = result["cost"]
+    assert 100 <= cost["query_keypoints"] <= 300 and 100 <= cost["template_keypoints"] <= 300
+    assert cost["template_keypoints"] ** 2 / 4 < cost["distances_per_template"] <= 300 * 300  # query x template, brute force
+    assert cost["descriptor_bytes"] == 32 and min(cost["features_ms"], cost["match_ms"], cost["ransac_ms"]) > 0
+    assert {row["group"] for row in result["rows"]} == {"all", "page"} and set(result["ms_per_query"]) == {"2", "4"}
