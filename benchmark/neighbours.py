@@ -11,7 +11,6 @@ member; `ceiling` is the best precision@k the label sizes allow.
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from docemb.api import load_model
 from docemb.atomic import write_json
+from docemb.benchmark.quality import manifest_rows
 from docemb.errors import DocembError
 from docemb.imageio import list_images, read_rgb
 
@@ -38,14 +38,10 @@ class NeighbourRow:
 
 def labelled(folder: Path) -> tuple[list[Path], dict[str, list[str]]]:
     """The folder's images and, per label kind, each image's label, from its manifest.csv."""
-    manifests = [place / "manifest.csv" for place in (folder, folder.parent, folder.parent.parent)]
-    manifest = next((m for m in manifests if m.is_file()), None)
-    if manifest is None:
+    found = manifest_rows(folder)
+    if found is None:
         raise DocembError(f"{folder}: no manifest.csv here or in the two folders above to label its images")
-    with open(manifest, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and "split" in rows[0]:  # realdocs: one manifest for every split
-        rows = [row for row in rows if row["split"] == f"{folder.parent.name}/{folder.name}"]
+    manifest, rows = found
     names = {path.stem: path for path in list_images(folder)}
     rows = [row for row in rows if Path(row["name"]).stem in names]
     if not rows:

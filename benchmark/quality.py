@@ -42,19 +42,28 @@ class QualityRow:
     threshold: float | None
 
 
+def manifest_rows(images: Path) -> tuple[Path, list[dict[str, str]]] | None:
+    """The rows of the manifest.csv in the image folder `images` or one of the two above it; of
+    a manifest for several splits (realdocs), this folder's split's rows when it names them."""
+    manifest = next((m for m in (images, images.parent, images.parent.parent) if (m / "manifest.csv").is_file()), None)
+    if manifest is None:
+        return None
+    with open(manifest / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and "split" in rows[0]:
+        rows = [row for row in rows if row["split"] == f"{images.parent.name}/{images.name}"] or rows
+    return manifest / "manifest.csv", rows
+
+
 def template_kinds(folder: Path, template_names: list[str]) -> list[str]:
-    """Each template's kind: from a manifest.csv (name, kind columns) in `folder/templates`,
-    `folder` or above it, else the leading letters of its file name (page0003 -> page)."""
-    for manifest in (folder / "templates" / "manifest.csv", folder / "manifest.csv", folder.parent / "manifest.csv"):
-        if manifest.is_file():
-            with open(manifest, newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            if rows and "split" in rows[0]:  # one manifest for several splits (realdocs): this folder's templates
-                rows = [row for row in rows if row["split"] == f"{folder.name}/templates"] or rows
-            if rows and {"name", "kind"} <= set(rows[0]):
-                kinds = {Path(row["name"]).stem: row["kind"] for row in rows}
-                if all(Path(name).stem in kinds for name in template_names):
-                    return [kinds[Path(name).stem] for name in template_names]
+    """Each template's kind: from a manifest.csv (name, kind columns) beside the templates or
+    above them (manifest_rows), else the leading letters of its file name (page0003 -> page)."""
+    found = manifest_rows(folder / "templates" if (folder / "templates").is_dir() else folder)
+    rows = found[1] if found else []
+    if rows and {"name", "kind"} <= set(rows[0]):
+        kinds = {Path(row["name"]).stem: row["kind"] for row in rows}
+        if all(Path(name).stem in kinds for name in template_names):
+            return [kinds[Path(name).stem] for name in template_names]
     return [re.match(r"[A-Za-z_-]*", Path(name).stem).group(0).strip("_-") or "other" for name in template_names]
 
 
