@@ -55,3 +55,17 @@ def test_every_model_strength_and_group_gets_a_row(tmp_path, small_model, synth_
     assert "hard" in format_table(rows)
     means = summary(rows)[f"small.safetensors {rows[0].eval_set}"]
     assert means["mean over strengths"] == pytest.approx(np.mean([means[s] for s in CAPTURE_STRENGTHS]))
+
+
+def test_multiview_templates_score_a_query_by_their_best_view(tmp_path, small_model, synth_eval):
+    from docemb.benchmark.multiview import _scores, benchmark
+
+    views = np.eye(4, dtype=np.float32)[None].repeat(2, axis=0)  # two templates, four unit views each
+    views[1] *= -1
+    assert np.allclose(_scores(np.eye(4, dtype=np.float32)[[2]], views), [[1.0, 0.0]])  # best view, not the mean
+    save_model(tmp_path / "m.safetensors", small_model)
+    rows = benchmark(tmp_path / "m.safetensors", synth_eval, [2], ["mild", "hard"])
+    assert [(r.strength, r.templates) for r in rows] == [
+        (strength, name) for strength in ("mild", "hard") for name in ("clean", "mean of 2 views", "max over 2 views")
+    ]
+    assert all(0 <= r.recall_at_1 <= 1 and r.tpr_at_fpr is None for r in rows)  # synth_eval has no unknown/
