@@ -92,7 +92,10 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_refused_by_name(tiny_confi
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tiny_config, tmp_path):
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # what a first run leaves
+    (tmp_path / "run" / "checkpoints" / ".step_000000005.partial").mkdir(parents=True)  # killed in its first save
+    assert loop._start_folder(tiny_config(tmp_path / "run"), True, resume=False) == tmp_path / "run"  # nothing to keep
+    (tmp_path / "run" / "config.yaml").unlink()
+    (tmp_path / "run" / "checkpoints" / "latest.json").write_text('{"checkpoint": "step_000000010"}')  # a finished one
     with pytest.raises(DocembError, match="--resume"):
         train(tiny_config(tmp_path / "run", epochs=1))
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything was written
@@ -210,3 +213,39 @@ def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small
     assert config.whitening and _initial_model(config, config.model_config()).config.whitening
     with pytest.raises(DocembError, match="missing.safetensors: --init checkpoint not found"):
         train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(tmp_path / "missing.safetensors")]))
+
+
+@pytest.mark.slow  # one whole run, then three runs killed by SIGKILL and resumed
+def test_a_run_killed_by_sigkill_anywhere_resumes_to_the_same_model(tiny_config, tmp_path):
+    """A real kill (no handler runs) at 30, 60 and 90 % of a run: what it leaves is whole, and
+    `--resume` ends at the uninterrupted run's model (also when the kill came before the first
+    checkpoint was finished)."""
+    import signal
+    import time
+
+    from docemb.options import to_yaml
+
+    def command(out: Path) -> list[str]:
+        config = tiny_config(out, epochs=2)
+        config.data = [f"{config.data[0]}@0.5"]
+        config.checkpoint_every = 3
+        config_file = tmp_path / f"{out.name}.yaml"
+        config_file.write_text(to_yaml(config))
+        return [sys.executable, "-m", "docemb.train", "--config", str(config_file)]
+
+    start = time.monotonic()
+    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True)
+    duration = time.monotonic() - start
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    for share in (0.3, 0.6, 0.9):
+        out = tmp_path / f"killed_at_{share}"
+        process = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(share * duration)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if (out / "checkpoints" / "latest.json").is_file():
+            load_file(latest_checkpoint(out) / "rank0.safetensors")  # the checkpoint it names is whole
+        subprocess.run([*command(out), "--resume", str(out)], check=True, capture_output=True)
+        resumed = load_file(out / "model.safetensors")
+        for key in whole:
+            assert torch.allclose(whole[key], resumed[key], atol=1e-6), (share, key)

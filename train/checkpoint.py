@@ -52,6 +52,12 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def has_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether the run folder holds a finished checkpoint (a run killed while writing its first
+    one holds only a partial folder, which the next save replaces)."""
+    return (Path(folder) / "checkpoints" / LATEST).is_file()
+
+
 def save_checkpoint(run: Run) -> Path:
     state, rank = run.state, run.runtime.rank
     root = run.folder / "checkpoints"

@@ -35,7 +35,7 @@ from docemb.evaluation import (
 from docemb.lock import output_lock
 from docemb.model import EmbeddingModel, ModelConfig, build_model, load_model, load_pretrained_backbone, save_model
 from docemb.options import to_yaml
-from docemb.train.checkpoint import load_checkpoint, save_checkpoint
+from docemb.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates
 from docemb.train.distributed import Runtime, barrier, main_rank_first, setup
@@ -196,7 +196,7 @@ def build_run(config: TrainConfig, resume: bool = False) -> Run:
 
 def _start_folder(config: TrainConfig, is_main: bool, resume: bool) -> Path:
     folder = Path(config.out)
-    if not resume and (folder / "checkpoints").exists():
+    if not resume and has_checkpoint(folder):
         raise DocembError(f"{folder}: already holds a run; pass --resume {folder} to continue it, or choose another --out")
     barrier()  # every rank checked before rank 0 creates the folder
     if is_main:
@@ -269,13 +269,15 @@ def _optimizer(
 
 
 def _restore_or_start(run: Run, resume: bool) -> None:
-    if resume:
+    if resume and has_checkpoint(run.folder):
         run.state = load_checkpoint(run)
         if run.runtime.is_main:
             step = run.state.step
             print(f"resumed {run.folder} at step {step} (epoch {run.state.epoch + 1}, batch {step % run.steps_per_epoch})")
-    else:
-        run.state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(run)[0]}])
+        return
+    if resume and run.runtime.is_main:
+        print(f"{run.folder}: no finished checkpoint to resume from (killed before its first); starting afresh")
+    run.state = TrainingState(epoch=0, step=0, history=[{"epoch": 0, **evaluate(run)[0]}])
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
