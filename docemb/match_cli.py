@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,12 +51,21 @@ def verification(model_path: Path) -> tuple[VerifySettings, VerifyRule]:
     return (VerifySettings(), VerifyRule()) if model_path.suffix == ".safetensors" else from_contract(read_contract(model_path))
 
 
+def template_name(path: str) -> str:
+    """A template's name: its file's stem, with `#page=N` for a PDF page (so a PDF's pages stay
+    apart); bytes of a file name that are not UTF-8 become U+FFFD (the store holds text)."""
+    from docemb.pdf import PAGE_MARK, split_page_name
+
+    file, number = split_page_name(path)
+    text = os.fsencode(Path(file).stem).decode("utf-8", errors="replace")
+    return text if number is None else f"{text}{PAGE_MARK}{number}"
+
+
 def register(args: argparse.Namespace, templates: list[str]) -> None:
     from dataclasses import asdict
 
     from docemb.api import load_model
     from docemb.imageio import expand_pdfs, read_rgb
-    from docemb.pdf import stem
     from docemb.templates import StoreInfo, TemplateStore, info_path, read_info, write_info
     from docemb.verify import features_path
 
@@ -77,7 +87,7 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
         store = TemplateStore(vectors.shape[1], settings if args.verify else None)
         info = StoreInfo(str(args.model), model.sha256, threshold, asdict(rule) if args.verify else None)
     for path, vector, image in zip(templates, vectors, images):
-        store.put(stem(path), vector, image)
+        store.put(template_name(path), vector, image)
     store.write(args.store)
     write_info(args.store, info)
     print(

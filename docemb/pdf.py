@@ -40,14 +40,6 @@ def split_page_name(name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def stem(name: str) -> str:
-    """A template's name: its file's stem, with `#page=N` for a PDF page (so a PDF's pages stay
-    apart); bytes of a file name that are not UTF-8 become U+FFFD (the store holds text)."""
-    file, number = split_page_name(name)
-    text = os.fsencode(Path(file).stem).decode("utf-8", errors="replace")
-    return text if number is None else f"{text}{PAGE_MARK}{number}"
-
-
 def page_count(source: str | os.PathLike | bytes) -> int:
     """Pages in the PDF (a file, or its bytes), at least one; else an ImageReadError naming it."""
     document = _open(source)
