@@ -1,17 +1,21 @@
 """`python -m docemb.benchmark.index_speed MODEL...`: how fast `docemb index` embeds a collection.
 
-Two collections are written once into `--work` (JPEG, from seeded crops of `--source` images):
-images of 256-1024 pixels a side (the published SimCLR account embedded 100,000 small images at
-about 18 images/s on a GPU) and 12-megapixel phone photos (4000x3000), each indexed with and
-without `--fast-jpeg` (JPEG draft decoding). Each model indexes each collection into a
-fresh index, as the command does it (decode workers beside one inference thread); images/s is
-the rate over the whole run, index writing included.
+Collections are written once into `--work` (JPEG, from seeded crops of `--source` images):
+images of 256-1024 pixels a side and 12-megapixel phone photos (4000x3000), each indexed with
+and without `--fast-jpeg` (JPEG draft decoding), and with `--thumbs N` N thumbnails of 96x96
+(STL-10's size: the published SimCLR account embedded its 100,000 unlabeled images at about 18
+images/s on a GPU). Each model indexes each collection into a fresh index, as the command does
+it (decode workers beside the inference threads), in a fresh process, so each row's peak
+resident memory is its own; images/s is the rate over the whole run, index writing included.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -45,6 +49,8 @@ class SpeedRow:
     images: int
     seconds: float
     images_per_s: float
+    peak_rss_mb: float  # the indexing process
+    worker_peak_rss_mb: float  # the largest decode worker
 
 
 def write_collection(
@@ -69,12 +75,30 @@ def write_collection(
 
 
 def index_speed(model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int = 1) -> SpeedRow:
+    """One indexing run, in a fresh process (its peak memory is this run's)."""
+    job = (model_path, collection, fast_jpeg, workers, threads)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_index_once, *job).result()
+
+
+def _index_once(model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int) -> SpeedRow:
     model = load_model(model_path, threads=threads)
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         report = build_index(model, [collection.folder], Path(out) / "index", workers=workers, fast_jpeg=fast_jpeg)
         seconds = time.perf_counter() - started
-    return SpeedRow(model_path.name, collection.name, fast_jpeg, threads, report.embedded, seconds, report.embedded / seconds)
+    peak, workers_peak = (resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return SpeedRow(
+        model_path.name,
+        collection.name,
+        fast_jpeg,
+        threads,
+        report.embedded,
+        seconds,
+        report.embedded / seconds,
+        peak,
+        workers_peak,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, required=True, help="images the collections are cropped from")
     parser.add_argument("--small", type=int, default=10000, help="images of 256-1024 px a side (default: 10000)")
     parser.add_argument("--photos", type=int, default=300, help="4000x3000 photos (default: 300)")
+    parser.add_argument("--thumbs", type=int, default=0, help="96x96 thumbnails, as STL-10's (default: none)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "docemb-index-speed")
     parser.add_argument("--workers", type=int, help="decoding processes (default: as `docemb index`, one per core)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="inference threads to try (default: 1)")
@@ -93,17 +118,22 @@ def main(argv: list[str] | None = None) -> None:
     small = write_collection(args.work / f"jpeg_256-1024_{args.small}", sources, args.small, (1024, 1024), 0, 256)
     photos = write_collection(args.work / f"photos_4000x3000_{args.photos}", sources, args.photos, (4000, 3000), 1)
     runs = [(small, False), (small, True), (photos, False), (photos, True)]
+    if args.thumbs:
+        runs.append((write_collection(args.work / f"thumbs_96x96_{args.thumbs}", sources, args.thumbs, (96, 96), 2), False))
     rows = [
         index_speed(model, collection, fast, args.workers, threads)
         for model in args.models
         for threads in args.threads
         for collection, fast in runs
     ]
-    print(f"{'model':<28} {'collection':<24} {'fast-jpeg':>9} {'threads':>7} {'images':>7} {'s':>7} {'images/s':>9}")
+    print(
+        f"{'model':<28} {'collection':<24} {'fast-jpeg':>9} {'threads':>7} {'images':>7} {'s':>7} {'images/s':>9}"
+        f" {'peak MB':>8} {'worker MB':>9}"
+    )
     for r in rows:
         print(
             f"{r.model:<28} {r.collection:<24} {str(r.fast_jpeg):>9} {r.threads:>7} {r.images:>7} {r.seconds:7.1f}"
-            f" {r.images_per_s:9.0f}"
+            f" {r.images_per_s:9.0f} {r.peak_rss_mb:8.0f} {r.worker_peak_rss_mb:9.0f}"
         )
     print(f"{os.cpu_count()} cores; decode workers: {decode_workers(args.workers)}")
     if args.out:
