@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="exported .onnx/.tflite files (contracts beside them)")
     parser.add_argument("--source", type=Path, required=True, help="images the collections are cropped from")
-    parser.add_argument("--small", type=int, default=10000, help="images of 256-1024 px a side (default: 10000)")
-    parser.add_argument("--photos", type=int, default=300, help="4000x3000 photos (default: 300)")
+    parser.add_argument("--small", type=int, default=10000, help="images of 256-1024 px a side (default: 10000; 0: none)")
+    parser.add_argument("--photos", type=int, default=300, help="4000x3000 photos (default: 300; 0: none)")
     parser.add_argument("--thumbs", type=int, default=0, help="96x96 thumbnails, as STL-10's (default: none)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "docemb-index-speed")
     parser.add_argument("--workers", type=int, help="decoding processes (default: as `docemb index`, one per core)")
@@ -115,9 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clean", action="store_true", help="delete the collections afterwards")
     args = parser.parse_args(argv)
     sources = [read_rgb(p, max_side=4000) for p in list_images(args.source)[:40]]
-    small = write_collection(args.work / f"jpeg_256-1024_{args.small}", sources, args.small, (1024, 1024), 0, 256)
-    photos = write_collection(args.work / f"photos_4000x3000_{args.photos}", sources, args.photos, (4000, 3000), 1)
-    runs = [(small, False), (small, True), (photos, False), (photos, True)]
+    runs = []
+    if args.small:
+        small = write_collection(args.work / f"jpeg_256-1024_{args.small}", sources, args.small, (1024, 1024), 0, 256)
+        runs += [(small, False), (small, True)]
+    if args.photos:
+        photos = write_collection(args.work / f"photos_4000x3000_{args.photos}", sources, args.photos, (4000, 3000), 1)
+        runs += [(photos, False), (photos, True)]
     if args.thumbs:
         runs.append((write_collection(args.work / f"thumbs_96x96_{args.thumbs}", sources, args.thumbs, (96, 96), 2), False))
     rows = [
