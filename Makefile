@@ -104,11 +104,11 @@ pretrain: | $(INSTALLED)
 	$(BIN)/python -m docemb.train.release $(PRETRAIN_OUT) --out $(WEIGHTS) --figures $(PRETRAIN_OUT)/evaluate.json
 
 # Which int8 kinds get a quantization-aware fine-tune where post-training int8 misses the drift
-# target, and for how many steps: static ONNX and TFLite only, 200 steps, which keeps the command
-# within 15 minutes on 2 cores with lcnet_100 (docs/quantization.md); `docemb quantize` alone
-# fine-tunes full integer too, 600 steps.
+# target, and for how many steps: static ONNX and TFLite only (`docemb quantize` alone fine-tunes
+# full integer too), 600 steps (the v3 weights need them: docs/quantization.md), which keeps the
+# command within 15 minutes on 2 cores.
 QAT_KINDS ?= static
-QAT_STEPS ?= 200
+QAT_STEPS ?= 600
 QAT := --qat-kinds $(QAT_KINDS) --qat-steps $(QAT_STEPS)
 
 export-int8: $(MODEL_CKPT) data
