@@ -152,7 +152,8 @@ class VerifyCost:
 
     features_ms: float  # resize and local features of one image at capture size
     match_ms: float  # per shortlisted template: descriptor distances and the ratio test
-    ransac_ms: float  # per shortlisted template: the homography fit
+    ransac_ms: float  # per shortlisted template: the homography fit, where enough matches pass
+    ransac_share: float  # of shortlisted templates with enough matches to fit one
     query_keypoints: float
     template_keypoints: float
     distances_per_template: float  # descriptor distances per shortlisted template (brute force)
@@ -176,14 +177,16 @@ def _cost(
     start = time.perf_counter()
     matched = [matches(query, template, settings) for query, template in pairs]
     match_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
+    fitted = [(source, target) for source, target in matched if len(source) >= settings.min_inliers]  # as inliers() does
     start = time.perf_counter()
-    for source, target in matched:
+    for source, target in fitted:
         homography_inliers(source, target, settings)
     ransac_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
     return VerifyCost(
         features_ms,
         match_ms,
         ransac_ms,
+        len(fitted) / len(pairs),
         float(np.mean([q.count for q in captures.features[:n]])),
         float(np.mean([t.count for t in named])),
         float(np.mean([q.count * t.count for q, t in pairs])),
@@ -269,6 +272,7 @@ def format_table(result: dict) -> str:
         f"cost, one thread: features {c['features_ms']:.2f} ms per image ({c['query_keypoints']:.0f} keypoints per query, "
         f"{c['template_keypoints']:.0f} per template); per shortlisted template: matching {c['match_ms']:.3f} ms "
         f"({c['distances_per_template'] / 1e3:.0f}k distances of {c['descriptor_bytes']} bytes), RANSAC {c['ransac_ms']:.3f} ms"
+        f" (fitted for {c['ransac_share']:.0%} of them)"
     )
     return "\n".join(lines)
 

@@ -74,10 +74,14 @@ def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> 
 
 
 def inliers(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> int:
-    """RANSAC homography inliers among ratio-test matches; -1 when either side has too few keypoints."""
+    """RANSAC homography inliers among ratio-test matches; -1 when either side has too few
+    keypoints; 0 without fitting when fewer than `min_inliers` matches pass the ratio test (no
+    homography could verify the pair, and RANSAC costs most on such pairs: it runs to its
+    iteration limit when almost every match is an outlier)."""
     if min(query.count, template.count) < settings.min_keypoints or query.descriptors is None or template.descriptors is None:
         return -1
-    return homography_inliers(*matches(query, template, settings), settings)
+    source, target = matches(query, template, settings)
+    return homography_inliers(source, target, settings) if len(source) >= settings.min_inliers else 0
 
 
 def matches(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> tuple[np.ndarray, np.ndarray]:

@@ -158,5 +158,16 @@ def test_the_benchmark_counts_the_work_a_phone_estimate_scales(small_model, tmp_
     cost = result["cost"]
     assert 100 <= cost["query_keypoints"] <= 300 and 100 <= cost["template_keypoints"] <= 300
     assert cost["template_keypoints"] ** 2 / 4 < cost["distances_per_template"] <= 300 * 300  # query x template, brute force
-    assert cost["descriptor_bytes"] == 32 and min(cost["features_ms"], cost["match_ms"], cost["ransac_ms"]) > 0
+    assert cost["descriptor_bytes"] == 32 and min(cost["features_ms"], cost["match_ms"]) > 0
+    assert 0 < cost["ransac_share"] <= 1 and cost["ransac_ms"] > 0  # a page's own capture always gets a fit
     assert {row["group"] for row in result["rows"]} == {"all", "page"} and set(result["ms_per_query"]) == {"2", "4"}
+
+
+def test_a_pair_with_too_few_matches_to_verify_skips_ransac(monkeypatch):
+    import docemb.verify as verify_module
+
+    page, photo = features(text_page(0)), features(capture(text_page(0)))
+    fitted = []
+    monkeypatch.setattr(verify_module, "homography_inliers", lambda *args: fitted.append(args) or 99)
+    assert inliers(photo, page) == 99 and len(fitted) == 1  # enough ratio-test matches: fitted
+    assert inliers(photo, page, VerifySettings(min_inliers=10_000)) == 0 and len(fitted) == 1  # too few: not fitted
