@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from docemb.pdf import is_pdf_page
 from docemb.preprocess import Preprocessing
 
 SKIP_HINT = "pass --skip-bad-images to list and skip such files"
+DECODE_WINDOW = 2048  # decoded images in flight at most: 100 MB at 128 px
+DecodeJob = tuple[str, Preprocessing, bool]  # path, the model's preprocessing, fast JPEG decoding
 
 
 @dataclass
@@ -55,7 +59,7 @@ def collect_files(roots: list[Path], on_error: OnError = "raise") -> tuple[list[
     return names, bad
 
 
-def _decode_job(job: tuple[str, Preprocessing, bool]) -> tuple[str, np.ndarray | None, str | None]:
+def _decode_job(job: DecodeJob) -> tuple[str, np.ndarray | None, str | None]:
     """(path, the model-size uint8 image as the contract resizes it, or None and why not);
     `fast_jpeg` decodes large JPEGs at a reduced scale, no smaller than twice the input; PDF
     pages are rendered at four times the input, which the resize then antialiases."""
@@ -104,7 +108,7 @@ def build_index(
 
     jobs = [(path, model.preprocessing, fast_jpeg) for path in todo]
     with multiprocessing.get_context("fork").Pool(decode_workers(workers)) as pool:
-        bar = tqdm(pool.imap(_decode_job, jobs, chunksize=16), total=len(jobs), desc="index", unit="img", smoothing=0.1)
+        bar = tqdm(_decoded(pool, jobs), total=len(jobs), desc="index", unit="img", smoothing=0.1)
         for path, image, error in bar:
             if image is None:
                 if not skip_bad:
@@ -119,6 +123,16 @@ def build_index(
                 flush_shard()
         flush_shard()
     return report
+
+
+def _decoded(
+    pool: Pool, jobs: list[DecodeJob], window: int = DECODE_WINDOW
+) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """_decode_job's results in order, a window of jobs at a time: Pool.imap alone runs ahead of
+    the model and keeps every decoded image it has not yet been asked for (100,000 thumbnails
+    held 3.5 GB), a window holds at most `window` of them."""
+    for start in range(0, len(jobs), window):
+        yield from pool.imap(_decode_job, jobs[start : start + window], chunksize=16)
 
 
 def decode_workers(workers: int | None) -> int:

@@ -245,3 +245,19 @@ def test_neighbour_benchmark_rows_say_k_and_queries(checkpoint, synth_eval):
     rows = benchmark(checkpoint, [synth_eval])
     assert [(r.label, r.k, r.queries) for r in rows] == [("family", k, shared) for k in (1, 5, 10)]
     assert all(0 <= r.precision <= r.ceiling + 1e-9 and r.ceiling <= 1 for r in rows)
+
+
+def test_decoding_runs_a_window_ahead_of_the_model_not_the_whole_collection():
+    from docemb.bulk import _decoded
+
+    class Pool:  # records how many jobs each imap call was given
+        def __init__(self):
+            self.windows = []
+
+        def imap(self, function, jobs, chunksize):
+            self.windows.append(len(jobs))
+            return iter(jobs)
+
+    pool = Pool()
+    assert list(_decoded(pool, list(range(10)), window=4)) == list(range(10))  # in order, each once
+    assert pool.windows == [4, 4, 2]
