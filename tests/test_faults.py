@@ -73,6 +73,21 @@ def test_a_full_disk_during_a_write_keeps_the_previous_file(tmp_path, monkeypatc
     assert report.read_text() == "finished\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+def test_a_full_disk_during_an_index_shard_keeps_the_finished_ones(tmp_path, monkeypatch):
+    from docemb.index import FileStamp, Index, IndexWriter
+
+    writer = IndexWriter.open_or_create(tmp_path / "index", "m", "0" * 64, 4, "float16")
+    rows = np.eye(4, dtype=np.float32)
+    writer.write_shard(rows[:2], [FileStamp(f"a{i}.png", 1, 1) for i in range(2)])
+    monkeypatch.setattr(np, "save", _full_disk)
+    with pytest.raises(DocembError, match="shard-00001.npy: no space left on the device"):
+        writer.write_shard(rows[2:], [FileStamp(f"b{i}.png", 1, 1) for i in range(2)])
+    monkeypatch.undo()
+    index = Index.open(tmp_path / "index")
+    assert [index.path(r) for r in range(len(index))] == ["a0.png", "a1.png"]
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["index.json", "shard-00000.csv", "shard-00000.npy"]
+
+
 def test_a_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
     module = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
