@@ -144,12 +144,15 @@ def test_eight_threads_on_one_model_get_what_one_thread_gets(small_model, tmp_pa
 
 
 def _stages(checkpoint: Path, calib: Path, out: Path) -> list[list[str]]:
-    """export and quantize as `make export-int8` runs them, on a small model."""
+    """export, quantize and bench as `make export-int8` runs them, on a small model."""
     docemb = str(Path(sys.executable).with_name("docemb"))
     small = ["--calib-count", "4", "--validation-count", "4", "--methods", "minmax", "--max-float-nodes", "0"]
+    models = [str(out / name) for name in ("model.onnx", "model_int8_static.onnx")]
     return [
         [docemb, "export", "--ckpt", str(checkpoint), "--out", str(out), "--include", "onnx"],
         [docemb, "quantize", "--model", str(out / "model.onnx"), "--calib", str(calib), "--qat", "never", *small],
+        [docemb, "bench", *models, "--ref", models[0], "--data", str(calib), "--out", str(out / "bench"), "--threads", "1"]
+        + ["--runs", "5", "--warmup", "1"],
     ]
 
 
@@ -160,7 +163,7 @@ def _only_whole_files(out: Path) -> None:
 
     from docemb.contract import check_contract
 
-    for path in out.iterdir():
+    for path in (p for p in out.rglob("*") if p.is_file()):
         if path.name.startswith("."):  # an atomic write's temporary file, never read by name
             continue
         if path.suffix == ".onnx":
@@ -171,8 +174,8 @@ def _only_whole_files(out: Path) -> None:
             json.loads(path.read_text())
 
 
-@pytest.mark.slow  # export and quantize once whole, then killed at three points each and run again
-def test_export_and_quantize_killed_anywhere_leave_only_whole_files_and_finish_the_same(small_model, synth_train, tmp_path):
+@pytest.mark.slow  # export, quantize and bench once whole, then killed at three points each and run again
+def test_export_quantize_and_bench_killed_anywhere_leave_only_whole_files_and_finish_the_same(small_model, synth_train, tmp_path):
     checkpoint = tmp_path / "model.safetensors"
     save_model(checkpoint, small_model)
     durations = []
@@ -180,7 +183,7 @@ def test_export_and_quantize_killed_anywhere_leave_only_whole_files_and_finish_t
         start = time.monotonic()
         subprocess.run(command, check=True, capture_output=True)
         durations.append(time.monotonic() - start)
-    last_files = ("model.onnx.contract.json", "model.onnx.quantize_report.json")  # each stage's last write
+    last_files = ("model.onnx.contract.json", "model.onnx.quantize_report.json", "bench/bench.html")  # each stage's last write
     cut_short = 0
     for share in (0.3, 0.6, 0.9):
         out = tmp_path / f"killed_at_{share}"
@@ -195,4 +198,6 @@ def test_export_and_quantize_killed_anywhere_leave_only_whole_files_and_finish_t
             subprocess.run(command, check=True, capture_output=True)
         for name in ("model.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx"):
             assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), (share, name)
-    assert cut_short >= 3, f"only {cut_short} of 6 kills landed before the stage finished"
+        killed, whole = (json.loads((root / "bench" / "bench.json").read_text()) for root in (out, tmp_path / "whole"))
+        assert [m["eval"] for m in killed["models"]] == [m["eval"] for m in whole["models"]]  # latencies differ, quality not
+    assert cut_short >= 5, f"only {cut_short} of 9 kills landed before the stage finished"
