@@ -19,12 +19,11 @@ from tqdm import tqdm
 
 from docemb.api import Model
 from docemb.errors import DocembError, ImageReadError
-from docemb.imageio import IMAGE_SUFFIXES, OnError, expand_pdfs, image_files, read_rgb
+from docemb.imageio import IMAGE_SUFFIXES, SKIP_HINT, OnError, expand_pdfs, image_files, read_rgb
 from docemb.index import FileStamp, IndexWriter, pending
 from docemb.pdf import is_pdf_page
 from docemb.preprocess import Preprocessing
 
-SKIP_HINT = "pass --skip-bad-images to list and skip such files"
 DECODE_WINDOW = 2048  # decoded images in flight at most: 100 MB at 128 px
 DecodeJob = tuple[str, Preprocessing, bool]  # path, the model's preprocessing, fast JPEG decoding
 

@@ -15,6 +15,7 @@ from docemb.pdf import is_pdf, page_count, page_name, render_page, split_page_na
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OnError = Literal["raise", "skip"]
+SKIP_HINT = "pass --skip-bad-images to skip such files"
 PDF_LONG_SIDE = 1024  # a PDF page's long side in pixels when the caller names no max_side
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def load_images(
             images.append(read_rgb(path, max_side))
         except ImageReadError as exc:
             if on_error == "raise":
-                raise ImageReadError(f"{exc} (pass --skip-bad-images to skip such files)") from None
+                raise ImageReadError(f"{exc} ({SKIP_HINT})") from None
             log.warning("skipping %s", exc)
             continue
         kept.append(path)

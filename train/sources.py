@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from docemb.errors import DocembError, ImageReadError
-from docemb.imageio import OnError, list_images, load_images, read_rgb
+from docemb.imageio import SKIP_HINT, OnError, list_images, load_images, read_rgb
 from docemb.pdf import page_name, render_pages
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _pdf_source(spec: SourceSpec, max_side: int, on_error: OnError) -> Source:
             pages = render_pages(file, max_side)
         except ImageReadError as exc:
             if on_error == "raise":
-                raise DocembError(f"{exc} (pass --skip-bad-images to skip such files)") from None
+                raise DocembError(f"{exc} ({SKIP_HINT})") from None
             log.warning("skipping %s", exc)
             bad.append(str(file))
             continue
