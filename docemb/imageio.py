@@ -49,6 +49,16 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, jpeg_draft: i
     return array
 
 
+def frame_count(path: str | os.PathLike) -> int:
+    """Frames in an image file (an animated GIF, PNG or WebP, a multi-page TIFF), from its
+    header; `read_rgb` decodes the first only, and the data report says which files had more."""
+    try:
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 1  # not an image file (a PDF page's name) or unreadable: read_rgb says so
+
+
 def _shrink(image: Image.Image, max_side: int) -> Image.Image:
     """Long side to `max_side`, aspect kept (Pillow's thumbnail), but no side under 2 px: a
     40000x40 strip stays an image."""

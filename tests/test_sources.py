@@ -72,6 +72,24 @@ def test_sources_mix_into_one_pool_with_a_report(tmp_path, synth_train):
     assert (tmp_path / "cache" / "synth_seed0_n4" / "manifest.csv").is_file()
 
 
+@pytest.mark.parametrize("kind", ["folder", "imagefolder"])
+def test_multi_frame_files_give_their_first_frame_and_the_report_names_them(tmp_path, kind):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    red, blue = Image.new("RGB", (40, 30), "red"), Image.new("RGB", (40, 30), "blue")
+    red.save(folder / "anim.gif", save_all=True, append_images=[blue])
+    red.save(folder / "scan.tiff", save_all=True, append_images=[blue, blue])
+    blue.save(folder / "still.png")
+    pool = TemplatePool([load_source(SourceSpec.parse(f"{kind}:{folder}"), 64)])
+    names = pool.sources[0].names
+    for name, image in zip(names, (pool[i] for i in range(len(pool)))):
+        colour = "blue" if name.endswith("still.png") else "red"  # the first frame, not the last
+        assert np.abs(image.astype(int) - np.array(Image.new("RGB", (1, 1), colour))[0, 0]).max() <= 2, name
+    table, rows = pool.report(num_variants=24)
+    assert rows[0]["multi_frame"] == {"checked": 3, "first_frame_only": [str(folder / "anim.gif"), str(folder / "scan.tiff")]}
+    assert "first frame only: 2 of 3" in table
+
+
 def test_weighted_sampler_draws_heavier_sources_more_often():
     weights = np.array([1.0] * 50 + [3.0] * 50)
     sampler = ClassBatchSampler(100, batch_size=10, views=1, class_weights=weights)

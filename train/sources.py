@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from docemb.errors import DocembError, ImageReadError
-from docemb.imageio import SKIP_HINT, OnError, list_images, load_images, read_rgb
+from docemb.imageio import SKIP_HINT, OnError, frame_count, list_images, load_images, read_rgb
 from docemb.pdf import page_name, render_pages
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,27 @@ class Source:
             return self._loaded[index]
         return read_rgb(self._paths[index], self.max_side)
 
+    def _picks(self, limit: int) -> np.ndarray:
+        """Up to `limit` indices spread over the source: the data report looks at these."""
+        return np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
+
     def sizes(self, limit: int = 200) -> np.ndarray:
-        """(height, width) of up to `limit` images, spread over the source, for the data report."""
-        picks = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
+        """(height, width) of up to `limit` images, for the data report."""
         if self._loaded is not None:
-            return np.array([self._loaded[i].shape[:2] for i in picks])
+            return np.array([self._loaded[i].shape[:2] for i in self._picks(limit)])
         sizes = []
-        for i in picks:
+        for i in self._picks(limit):
             with Image.open(self._paths[i]) as image:
                 sizes.append(image.size[::-1])
         return np.array(sizes)
+
+    def multi_frame(self, limit: int = 200) -> tuple[int, list[str]]:
+        """(files looked at, those with several frames, of which training uses the first): all of
+        a source decoded up front, up to `limit` of one decoded on demand; none of a PDF."""
+        if self.spec.kind == "pdf":
+            return 0, []
+        picks = range(len(self)) if self._loaded is not None else self._picks(limit)
+        return len(picks), [self.names[i] for i in picks if frame_count(self.names[i]) > 1]
 
 
 def _decode_all(spec: SourceSpec, paths: list[Path], max_side: int, on_error: OnError) -> Source:
@@ -166,6 +177,7 @@ class TemplatePool:
         rows = []
         for source in self.sources:
             sizes = source.sizes()
+            checked, multi_frame = source.multi_frame()
             rows.append(
                 {
                     "kind": source.spec.kind,
@@ -177,6 +189,7 @@ class TemplatePool:
                     "height": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
                     "width": [int(sizes[:, 1].min()), int(sizes[:, 1].max())],
                     "unreadable": source.bad,
+                    "multi_frame": {"checked": checked, "first_frame_only": multi_frame},
                 }
             )
         lines = [
@@ -191,4 +204,9 @@ class TemplatePool:
                 f"{size:<19} {len(row['unreadable'])}"
             )
             lines.extend(f"    skipped {reason}" for reason in row["unreadable"][:5])
+            if multi_frame := row["multi_frame"]["first_frame_only"]:
+                shown = ", ".join(multi_frame[:3]) + (", ..." if len(multi_frame) > 3 else "")
+                lines.append(
+                    f"    first frame only: {len(multi_frame)} of {row['multi_frame']['checked']} files checked have several ({shown})"
+                )
         return "\n".join(lines), rows
