@@ -46,6 +46,34 @@ def test_a_second_run_on_the_same_folder_is_refused_with_the_holders_pid(tmp_pat
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.parametrize("command", ["index", "export", "train"])
+def test_every_writing_command_refuses_a_folder_another_run_holds(command, small_model, synth_train, tmp_path, capsys):
+    from docemb.cli import main
+
+    checkpoint, out = tmp_path / "small.safetensors", tmp_path / "out"
+    save_model(checkpoint, small_model)
+    argv = {
+        "index": ["index", str(synth_train), "--model", str(checkpoint), "--out", str(out), "--workers", "1"],
+        "export": ["export", "--ckpt", str(checkpoint), "--out", str(out)],
+        "train": ["train", "--data", str(synth_train), "--out", str(out), "--epochs", "1", "--arch", "lcnet_050"],
+    }[command]
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from docemb.lock import output_lock\nwith output_lock({str(out)!r}):\n    input()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        while not (out / LOCK_NAME).exists():
+            assert holder.poll() is None
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing of the second run's written
+    finally:
+        holder.communicate(b"\n", timeout=30)
+
+
 def test_a_killed_runs_lock_is_taken_over(tmp_path):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
     (tmp_path / LOCK_NAME).write_text(f"{gone.strip()}\nkilled run\n")
