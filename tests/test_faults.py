@@ -3,6 +3,7 @@ disk, an unusable output folder, a broken model, and many threads on one model."
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,19 +30,26 @@ from docemb.train.distributed import Runtime
 from docemb.train.state import TrainingState
 
 
-def test_a_second_run_on_the_same_folder_is_refused_with_the_holders_pid(tmp_path):
+@contextlib.contextmanager
+def held_by_another_process(folder: Path) -> Iterator[int]:
+    """`folder`'s lock held by a second Python process for the block; yields its pid."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from docemb.lock import output_lock\nwith output_lock({str(tmp_path)!r}):\n    input()"],
+        [sys.executable, "-c", f"from docemb.lock import output_lock\nwith output_lock({str(folder)!r}):\n    input()"],
         stdin=subprocess.PIPE,
     )
     try:
-        while not (tmp_path / LOCK_NAME).exists():
+        while not (folder / LOCK_NAME).exists():
             assert holder.poll() is None
-        with pytest.raises(DocembError, match=f"in use by process {holder.pid}"):
-            with output_lock(tmp_path):
-                pass
+        yield holder.pid
     finally:
         holder.communicate(b"\n", timeout=30)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_with_the_holders_pid(tmp_path):
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(DocembError, match=f"in use by process {pid}"):
+            with output_lock(tmp_path):
+                pass
     with output_lock(tmp_path):  # released when the holder ended
         assert (tmp_path / LOCK_NAME).read_text().startswith(f"{os.getpid()}\n")
     assert not (tmp_path / LOCK_NAME).exists()
@@ -58,20 +67,12 @@ def test_every_writing_command_refuses_a_folder_another_run_holds(command, small
         "train": ["train", "--data", str(synth_train), "--out", str(out), "--epochs", "1", "--arch", "lcnet_050"],
     }[command]
     out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from docemb.lock import output_lock\nwith output_lock({str(out)!r}):\n    input()"],
-        stdin=subprocess.PIPE,
-    )
-    try:
-        while not (out / LOCK_NAME).exists():
-            assert holder.poll() is None
+    with held_by_another_process(out) as pid:
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
-        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+        assert f"in use by process {pid}" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing of the second run's written
-    finally:
-        holder.communicate(b"\n", timeout=30)
 
 
 def test_a_killed_runs_lock_is_taken_over(tmp_path):
