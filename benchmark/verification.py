@@ -291,11 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", type=int, default=20, help="shortlist length verified per query (default: 20)")
     parser.add_argument("--time-k", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--features", type=int, default=VerifySettings.features, help="keypoints per image")
+    parser.add_argument("--fast-threshold", type=int, default=VerifySettings.fast_threshold, help="ORB's FAST corner threshold")
     parser.add_argument("--detector", choices=DETECTORS, default=VerifySettings.detector)
     parser.add_argument("--long-side", type=int, default=VerifySettings.long_side, help="pixels images are resized to first")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    settings = VerifySettings(detector=args.detector, features=args.features, long_side=args.long_side)
+    settings = VerifySettings(
+        detector=args.detector, features=args.features, fast_threshold=args.fast_threshold, long_side=args.long_side
+    )
     result = benchmark(
         args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on, settings, args.calibrate_data
     )

@@ -28,6 +28,7 @@ DETECTORS = ("orb", "sift")
 class VerifySettings:
     detector: str = "orb"
     features: int = 1000  # keypoints per image (ORB, SIFT)
+    fast_threshold: int = 20  # ORB's corner contrast: lower finds corners in blurred, dim captures
     long_side: int = 640  # images are resized to this long side first
     ratio: float = 0.8  # Lowe's ratio test
     ransac_px: float = 5.0  # reprojection error of an inlier, at long_side
@@ -57,7 +58,7 @@ class Candidate:
 
 def _detector(settings: VerifySettings):
     if settings.detector == "orb":
-        return cv2.ORB_create(nfeatures=settings.features)
+        return cv2.ORB_create(nfeatures=settings.features, fastThreshold=settings.fast_threshold)
     if settings.detector == "sift":
         return cv2.SIFT_create(nfeatures=settings.features)
     raise DocembError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")
