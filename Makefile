@@ -32,7 +32,7 @@ MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
 # The shipped weights (`make pretrain` makes them): export-int8 starts from them unless CKPT is
 # given or FROM_SCRATCH=1.
-WEIGHTS ?= weights/docemb-lcnet_100-v3.safetensors
+WEIGHTS ?= weights/docemb-lcnet_100-v4.safetensors
 FROM_SCRATCH ?=
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
 # Calibration images: the training documents, and the real training pool when there is one.
@@ -90,7 +90,7 @@ train: $(TRAINED)
 # clone; a killed run resumes from its last checkpoint. It trains on the project's realdocs/train.
 CORPUS ?= $(HOME)/.cache/docemb/corpus
 SYNTH_EVAL ?= $(HOME)/.cache/docemb/synth_eval
-PRETRAIN_OUT ?= $(HOME)/docemb-runs/pretrain-v3
+PRETRAIN_OUT ?= $(HOME)/docemb-runs/pretrain-v4
 pretrain: | $(INSTALLED)
 	@test -d ../shared/realdocs/train || { echo "make pretrain trains on ../shared/realdocs/train (the project's real documents): not found"; exit 2; }
 	$(DOCEMB) corpus --out $(CORPUS)
