@@ -105,7 +105,7 @@ pretrain: | $(INSTALLED)
 
 # Which int8 kinds get a quantization-aware fine-tune where post-training int8 misses the drift
 # target, and for how many steps: static ONNX and TFLite only (`docemb quantize` alone fine-tunes
-# full integer too), 600 steps (the v3 weights need them: docs/quantization.md), which keeps the
+# full integer too), 600 steps (chosen on the v3 weights, which need them: docs/quantization.md), which keeps the
 # command within 15 minutes on 2 cores.
 QAT_KINDS ?= static
 QAT_STEPS ?= 600
