@@ -152,14 +152,16 @@ class VerifiedDecision:
 
 
 def decide(ranked: list[Candidate], threshold: float, rule: VerifyRule) -> VerifiedDecision:
-    """The decision for a shortlist re-ranked by `rerank`."""
+    """The decision for a shortlist re-ranked by `rerank`. Its first template is the answer: with
+    the rule's inliers it is verified; with fewer (some inliers, or none and the cosine order
+    stands) the cosine threshold decides whether it matches. A few inliers still tell the right
+    page from a look-alike more often than the cosine order does (docs/results.md)."""
     if not ranked:
         return VerifiedDecision(None, False, False, [])
     best = ranked[0]
     if best.inliers >= rule.min_inliers:
         return VerifiedDecision(best, best.cosine >= rule.verified_cosine, True, ranked)
-    by_cosine = min(ranked, key=lambda c: c.cosine_rank)
-    return VerifiedDecision(by_cosine, by_cosine.cosine >= threshold, False, ranked)
+    return VerifiedDecision(best, best.cosine >= threshold, False, ranked)
 
 
 FEATURES_VERSION = 1

@@ -101,6 +101,14 @@ def test_inliers_of_a_shared_header_do_not_pass_a_cosine_below_the_verified_floo
     assert verdict.matched and not verdict.verified and verdict.best.index == 1  # cosine decides
 
 
+def test_a_few_inliers_choose_the_template_and_the_cosine_threshold_decides():
+    # rerank put template 3 first: 20 inliers, under the rule's 26, against none for the cosine top-1
+    weak = [Candidate(3, 2, 0.93, 20), Candidate(1, 0, 0.97, 0), Candidate(2, 1, 0.95, 0)]
+    verdict = decide(weak, threshold=0.9, rule=VerifyRule(min_inliers=26))
+    assert verdict.best.index == 3 and verdict.matched and not verdict.verified
+    assert not decide(weak, threshold=0.94, rule=VerifyRule(min_inliers=26)).matched  # its own cosine, not the top-1's
+
+
 def test_a_features_file_of_another_version_is_refused_by_name(tmp_path):
     path = tmp_path / "s.store.features.npz"
     save_features(path, VerifySettings(), {"a": features(text_page(1))})
