@@ -40,6 +40,7 @@ from docemb.verify import (
     homography_inliers,
     matches,
     rerank,
+    worth_fitting,
 )
 
 
@@ -177,7 +178,7 @@ def _cost(
     start = time.perf_counter()
     matched = [matches(query, template, settings) for query, template in pairs]
     match_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
-    fitted = [(source, target) for source, target in matched if len(source) >= settings.min_inliers]  # as inliers() does
+    fitted = [(source, target) for source, target in matched if worth_fitting(source, settings)]
     start = time.perf_counter()
     for source, target in fitted:
         homography_inliers(source, target, settings)

@@ -56,7 +56,7 @@ def frame_count(path: str | os.PathLike) -> int:
         with Image.open(path) as image:
             return int(getattr(image, "n_frames", 1))
     except (OSError, ValueError, Image.DecompressionBombError):
-        return 1  # not an image file (a PDF page's name) or unreadable: read_rgb says so
+        return 1  # unreadable: read_rgb names the file and the problem
 
 
 def _shrink(image: Image.Image, max_side: int) -> Image.Image:

@@ -82,7 +82,12 @@ def inliers(query: Features, template: Features, settings: VerifySettings = Veri
     if min(query.count, template.count) < settings.min_keypoints or query.descriptors is None or template.descriptors is None:
         return -1
     source, target = matches(query, template, settings)
-    return homography_inliers(source, target, settings) if len(source) >= settings.min_inliers else 0
+    return homography_inliers(source, target, settings) if worth_fitting(source, settings) else 0
+
+
+def worth_fitting(source: np.ndarray, settings: VerifySettings = VerifySettings()) -> bool:
+    """Whether a pair's ratio-test matches are enough for a homography to reach `min_inliers`."""
+    return len(source) >= settings.min_inliers
 
 
 def matches(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> tuple[np.ndarray, np.ndarray]:

@@ -89,8 +89,9 @@ class Source:
 
     def multi_frame(self, limit: int = 200) -> tuple[int, list[str]]:
         """(files looked at, those with several frames, of which training uses the first): all of
-        a source decoded up front, up to `limit` of one decoded on demand; none of a PDF."""
-        if self.spec.kind == "pdf":
+        a source decoded up front, up to `limit` of one decoded on demand; none of a PDF or of
+        generated documents (docemb writes them one frame each)."""
+        if self.spec.kind in ("pdf", "synth"):
             return 0, []
         picks = range(len(self)) if self._loaded is not None else self._picks(limit)
         return len(picks), [self.names[i] for i in picks if frame_count(self.names[i]) > 1]
