@@ -96,3 +96,12 @@ def test_weighted_sampler_draws_heavier_sources_more_often():
     assert len(sampler) == 20  # round(sum(weights)) draws per epoch
     drawn = np.array([c for batch in sampler for c, _seed in batch])
     assert (drawn >= 50).sum() > 2 * (drawn < 50).sum()
+
+
+def test_a_fixed_number_of_draws_keeps_the_epoch_length_whatever_the_data():
+    """steps_per_epoch: an ablation that drops a source still trains for the base's steps."""
+    for classes, weights in [(100, None), (100, np.full(100, 0.5)), (40, np.full(40, 3.0))]:
+        sampler = ClassBatchSampler(classes, batch_size=10, views=2, class_weights=weights, draws=150)
+        assert len(sampler) == 30  # 150 draws of 5 classes per batch
+        drawn = [c for batch in sampler for c, _seed in batch]
+        assert len(drawn) == 300 and set(drawn) <= set(range(classes))

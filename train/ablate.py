@@ -2,8 +2,11 @@
 
 Every variant changes one thing from the base config (the flags given on the command line), so
 the table says what each design choice is worth: head normalisation, squeeze, pooling, margin,
-teacher, PartialFC sample rate, backbone. Each variant is an ordinary run folder under --out,
-and a killed ablation resumes: finished variants are read back, not retrained.
+teacher, PartialFC sample rate, pretrained start, augmentation, backbone, and each piece of the
+training data (`without=TEXT` drops the sources whose spec contains TEXT). Give the base a
+`--steps-per-epoch` so that a variant with less data still trains for the same steps. Each
+variant is an ordinary run folder under --out, and a killed ablation resumes: finished variants
+are read back, not retrained.
 """
 
 from __future__ import annotations
@@ -34,13 +37,40 @@ VARIANTS: dict[str, dict] = {
     "teacher=effnet-lite0": {"teacher": "efficientnet_lite0", "teacher_size": 128},
     "sample_rate=1.0": {"sample_rate": 1.0},
     "sample_rate=0.05": {"sample_rate": 0.05},
-    "lcnet_075": {"arch": "lcnet_075"},
+    "pretrained=none": {"pretrained": None},
+    "augment=photo": {"augment": "photo"},
+    # the pretrained weights here are lcnet_100's, so the other widths start from random weights
+    "lcnet_050": {"arch": "lcnet_050", "pretrained": None},
+    "lcnet_075": {"arch": "lcnet_075", "pretrained": None},
 }
+WITHOUT = "without="
+
+
+def variant_changes(name: str, base: TrainConfig) -> dict:
+    """The fields variant `name` changes from `base`."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if not name.startswith(WITHOUT) or not name[len(WITHOUT) :]:
+        raise DocembError(f"unknown ablation variant {name!r}: choose from {', '.join(VARIANTS)} or {WITHOUT}TEXT")
+    text = name[len(WITHOUT) :]
+    kept = [source for source in base.data if text not in source]
+    if len(kept) == len(base.data) or not kept:
+        raise DocembError(f"variant {name!r}: {text!r} must name some but not all of the data sources {base.data}")
+    return {"data": kept}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     train_config.add_arguments(parser)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="(default: all)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        help=f"any of {', '.join(VARIANTS)}, or {WITHOUT}TEXT to drop the data sources containing TEXT (default: all but those)",
+    )
+
+
+def folder_name(variant: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in variant)
 
 
 def model_cost(config: TrainConfig) -> dict[str, float]:
@@ -60,9 +90,12 @@ def run(args: argparse.Namespace) -> None:
         raise DocembError("ablate resumes by itself: run the same command again with the same --out")
     base = train_config.resolve(args)
     root = Path(base.out)
+    configs = {
+        name: dataclasses.replace(base, **variant_changes(name, base), out=str(root / folder_name(name)))
+        for name in args.variants
+    }
     rows = []
-    for name in args.variants:
-        config = dataclasses.replace(base, **VARIANTS[name], out=str(root / name.replace("=", "-")))
+    for name, config in configs.items():
         config.validate()
         report_path = Path(config.out) / "report.json"
         if not report_path.is_file():
@@ -78,10 +111,12 @@ def run(args: argparse.Namespace) -> None:
 
 
 def format_table(rows: list[dict], base: TrainConfig) -> str:
-    metric_keys = [k for k in rows[0] if "/" in k and k.rsplit("/", 1)[1] in ("recall@1", "tpr@fpr1e-03", "auroc")]
+    metric_keys = [k for k in rows[0] if "/" in k and k.rsplit("/", 1)[1] in ("recall@1", "tpr@fpr1e-02", "auroc")]
     header = ["variant", "params M", "MMACs", "img/s", *metric_keys]
+    steps = base.steps_per_epoch or "the data's"
     lines = [
-        f"Ablation: {base.epochs} epoch(s) each on {', '.join(base.data)}; base = {base.arch}, head {base.head_norm}, "
+        f"Ablation: {base.epochs} epoch(s) of {steps} steps each on {', '.join(base.data)}; "
+        f"base = {base.arch} (pretrained {base.pretrained}), augment {base.augment}, head {base.head_norm}, "
         f"squeeze {base.squeeze_channels}, pool {base.pool}, {base.margin} s={base.margin_s} m={base.margin_m}, "
         f"sample rate {base.sample_rate}, teacher {base.teacher}",
         "",

@@ -55,6 +55,7 @@ class TrainConfig:
     teacher_cache: str | None = None  # feature cache folder (default: .teacher_cache beside the run)
     # optimisation
     epochs: int = 3
+    steps_per_epoch: int | None = None  # None: as many as the sources' weights draw; set, it fixes an ablation's budget
     batch_size: int = 64
     views_per_class: int = 4  # distorted views of each class in a batch
     lr: float = 1e-2
@@ -103,6 +104,8 @@ class TrainConfig:
             raise DocembError("teacher_temperature must be > 0")
         if self.epochs < 1 or self.batch_size < 2:
             raise DocembError("epochs must be >= 1 and batch_size >= 2")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise DocembError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
         if self.views_per_class < 1 or self.batch_size % self.views_per_class:
             raise DocembError(f"batch_size ({self.batch_size}) must be a multiple of views_per_class ({self.views_per_class})")
         self.model_config()

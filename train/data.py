@@ -86,7 +86,8 @@ class ClassBatchSampler(Sampler[list[tuple[int, int]]]):
     global batch, so ranks never repeat each other's classes within a step.
 
     `class_weights` (one per class) scale how often a class is drawn per epoch; an epoch is then
-    round(sum(weights)) draws, sampled in proportion to the weights.
+    round(sum(weights)) draws, sampled in proportion to the weights, or `draws` when given (so
+    runs on different data train for the same number of steps).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class ClassBatchSampler(Sampler[list[tuple[int, int]]]):
         world_size: int = 1,
         class_weights: np.ndarray | None = None,
         seed: int = 0,
+        draws: int | None = None,
     ) -> None:
         if views < 1 or batch_size % views:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of views ({views})")
@@ -105,9 +107,10 @@ class ClassBatchSampler(Sampler[list[tuple[int, int]]]):
         self.classes_per_batch = batch_size // views
         self.views = views
         self.rank, self.world_size = rank, world_size
-        uniform = class_weights is None or np.all(class_weights == 1)
-        self.weights = None if uniform else torch.as_tensor(class_weights, dtype=torch.float64)
-        self.draws = num_classes if self.weights is None else int(round(float(self.weights.sum())))
+        weights = np.ones(num_classes) if class_weights is None else class_weights
+        uniform = draws is None and np.all(weights == 1)
+        self.weights = None if uniform else torch.as_tensor(weights, dtype=torch.float64)
+        self.draws = num_classes if self.weights is None else draws or int(round(float(self.weights.sum())))
         self.seed = seed
         self.epoch, self.skip = 0, 0
 

@@ -166,6 +166,7 @@ def build_run(config: TrainConfig, resume: bool = False) -> Run:
         runtime.world_size,
         class_weights=np.repeat(pool.image_weights(), config.num_variants),
         seed=config.seed,
+        draws=None if config.steps_per_epoch is None else config.steps_per_epoch * sampled_classes_per_step(config, runtime),
     )
     warmup_steps = max(1, int(config.warmup_epochs * len(sampler)))
     schedule = lr_lambda(len(sampler) * config.epochs, warmup_steps, config.schedule)
@@ -205,11 +206,16 @@ def _start_folder(config: TrainConfig, is_main: bool, resume: bool) -> Path:
     return folder
 
 
+def sampled_classes_per_step(config: TrainConfig, runtime: Runtime) -> int:
+    """Classes one optimiser step draws over all ranks (each class as views_per_class views)."""
+    return config.batch_size // config.views_per_class * runtime.world_size
+
+
 def _dataset(config: TrainConfig, pool: TemplatePool, runtime: Runtime, model: EmbeddingModel) -> ExpandedTemplates:
     dataset = ExpandedTemplates(
         pool, model.preprocessing, config.num_variants, augment=config.augment, work_size=config.work_size, seed=config.seed
     )
-    classes_per_step = config.batch_size // config.views_per_class * runtime.world_size
+    classes_per_step = sampled_classes_per_step(config, runtime)
     if dataset.num_classes < classes_per_step:
         raise DocembError(
             f"{dataset.num_classes} classes do not fill one step of {classes_per_step}: add templates or lower --batch-size"
