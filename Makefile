@@ -27,6 +27,7 @@ MEDIAPIPE_INSTALLED := $(MEDIAPIPE_VENV)/.installed
 BIN := $(VENV)/bin
 DOCEMB := $(BIN)/docemb
 INSTALLED := $(VENV)/.installed
+RAY_INSTALLED := $(VENV)/.installed-ray
 DATA := $(OUT)/synth
 MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
@@ -184,14 +185,19 @@ android-test:
 # test, or it reruns a whole stage; tests/README.md lists them); make test-slow: only those;
 # make test-all: both. CI runs test, then test-slow.
 PYTEST := DOCEMB_MEDIAPIPE_PYTHON=$(MEDIAPIPE_PYTHON) $(BIN)/python -m pytest
-test: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
+# Ray Data for `docemb index --engine ray`: only the tests need it
+$(RAY_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ray]'
+	touch $@
+
+test: $(INSTALLED) $(RAY_INSTALLED) $(MEDIAPIPE_INSTALLED)
 	$(PYTEST) -m "not slow"
 	@$(MAKE) --no-print-directory android-test
 
 test-slow: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
 	$(PYTEST) -m slow
 
-test-all: $(INSTALLED) $(MEDIAPIPE_INSTALLED)
+test-all: $(INSTALLED) $(RAY_INSTALLED) $(MEDIAPIPE_INSTALLED)
 	$(PYTEST)
 	@$(MAKE) --no-print-directory android-test
 

@@ -7,6 +7,9 @@ and without `--fast-jpeg` (JPEG draft decoding), and with `--thumbs N` N thumbna
 images/s on a GPU). Each model indexes each collection into a fresh index, as the command does
 it (decode workers beside the inference threads), in a fresh process, so each row's peak
 resident memory is its own; images/s is the rate over the whole run, index writing included.
+`--engine local ray` also runs each on Ray Data (`docemb index --engine ray`, a local instance
+started and stopped inside the run, so its start-up counts; its actors are not the run's child
+processes, so the worker memory column covers the local engine only).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from docemb.api import load_model
 from docemb.atomic import write_json
 from docemb.bulk import build_index, decode_workers
 from docemb.imageio import list_images, read_rgb
+from docemb.ray_engine import RaySettings, ray_engine
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class SpeedRow:
     collection: str
     fast_jpeg: bool
     threads: int  # inference threads
+    engine: str
     images: int
     seconds: float
     images_per_s: float
@@ -74,18 +79,23 @@ def write_collection(
     return Collection(folder.name, folder, count, size)
 
 
-def index_speed(model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int = 1) -> SpeedRow:
+def index_speed(
+    model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int = 1, engine: str = "local"
+) -> SpeedRow:
     """One indexing run, in a fresh process (its peak memory is this run's)."""
-    job = (model_path, collection, fast_jpeg, workers, threads)
+    job = (model_path, collection, fast_jpeg, workers, threads, engine)
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(_index_once, *job).result()
 
 
-def _index_once(model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int) -> SpeedRow:
+def _index_once(
+    model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int, engine: str
+) -> SpeedRow:
     model = load_model(model_path, threads=threads)
+    on_ray = ray_engine(model_path, threads, 64, fast_jpeg, RaySettings()) if engine == "ray" else None
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        report = build_index(model, [collection.folder], Path(out) / "index", workers=workers, fast_jpeg=fast_jpeg)
+        report = build_index(model, [collection.folder], Path(out) / "index", workers=workers, fast_jpeg=fast_jpeg, engine=on_ray)
         seconds = time.perf_counter() - started
     peak, workers_peak = (resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return SpeedRow(
@@ -93,6 +103,7 @@ def _index_once(model_path: Path, collection: Collection, fast_jpeg: bool, worke
         collection.name,
         fast_jpeg,
         threads,
+        engine,
         report.embedded,
         seconds,
         report.embedded / seconds,
@@ -111,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "docemb-index-speed")
     parser.add_argument("--workers", type=int, help="decoding processes (default: as `docemb index`, one per core)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="inference threads to try (default: 1)")
+    parser.add_argument(
+        "--engine", nargs="+", choices=["local", "ray"], default=["local"], help="engines to run (default: local)"
+    )
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     parser.add_argument("--clean", action="store_true", help="delete the collections afterwards")
     args = parser.parse_args(argv)
@@ -127,18 +141,19 @@ def main(argv: list[str] | None = None) -> None:
         thumbs = write_collection(args.work / f"thumbs_96x96_{args.thumbs}", small_sources, args.thumbs, (96, 96), 2)
         runs.append((thumbs, False))
     rows = [
-        index_speed(model, collection, fast, args.workers, threads)
+        index_speed(model, collection, fast, args.workers, threads, engine)
         for model in args.models
         for threads in args.threads
+        for engine in args.engine
         for collection, fast in runs
     ]
     print(
-        f"{'model':<28} {'collection':<24} {'fast-jpeg':>9} {'threads':>7} {'images':>7} {'s':>7} {'images/s':>9}"
+        f"{'model':<28} {'collection':<24} {'fast-jpeg':>9} {'threads':>7} {'engine':>6} {'images':>7} {'s':>7} {'images/s':>9}"
         f" {'peak MB':>8} {'worker MB':>9}"
     )
     for r in rows:
         print(
-            f"{r.model:<28} {r.collection:<24} {str(r.fast_jpeg):>9} {r.threads:>7} {r.images:>7} {r.seconds:7.1f}"
+            f"{r.model:<28} {r.collection:<24} {str(r.fast_jpeg):>9} {r.threads:>7} {r.engine:>6} {r.images:>7} {r.seconds:7.1f}"
             f" {r.images_per_s:9.0f} {r.peak_rss_mb:8.0f} {r.worker_peak_rss_mb:9.0f}"
         )
     print(f"{os.cpu_count()} cores; decode workers: {decode_workers(args.workers)}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from multiprocessing.pool import Pool
 from pathlib import Path
@@ -58,7 +59,7 @@ def collect_files(roots: list[Path], on_error: OnError = "raise") -> tuple[list[
     return names, bad
 
 
-def _decode_job(job: DecodeJob) -> tuple[str, np.ndarray | None, str | None]:
+def decode_job(job: DecodeJob) -> tuple[str, np.ndarray | None, str | None]:
     """(path, the model-size uint8 image as the contract resizes it, or None and why not);
     `fast_jpeg` decodes large JPEGs at a reduced scale, no smaller than twice the input; PDF
     pages are rendered at four times the input, which the resize then antialiases."""
@@ -71,6 +72,19 @@ def _decode_job(job: DecodeJob) -> tuple[str, np.ndarray | None, str | None]:
         return path, None, str(exc)
 
 
+@dataclass
+class Embedded:
+    """A batch an engine hands back: the rows it embedded, in the order of their paths, and
+    "path: reason" for each file of the batch it could not read."""
+
+    paths: list[str]
+    embeddings: np.ndarray
+    errors: list[str]
+
+
+Engine = Callable[[list[str]], Generator[Embedded, None, None]]  # files to embed -> their batches, in order
+
+
 def build_index(
     model: Model,
     roots: list[Path],
@@ -81,57 +95,89 @@ def build_index(
     workers: int | None = None,
     skip_bad: bool = False,
     fast_jpeg: bool = False,
+    engine: Engine | None = None,
 ) -> IndexReport:
-    """Embed every new or changed image under `roots` into the index at `out`."""
+    """Embed every new or changed image under `roots` into the index at `out`, by `engine`
+    (default: decoding in `workers` processes here, the model in this one)."""
     files, bad_pdfs = collect_files(roots, "skip" if skip_bad else "raise")
-    writer = IndexWriter.open_or_create(out, model.name, model.sha256, _dim(model), storage)
+    writer = IndexWriter.open_or_create(out, model.name, model.sha256, embedding_dim(model), storage)
     todo = pending(files, writer.known)
     report = IndexReport(skipped_unchanged=len(files) - len(todo), bad=bad_pdfs)
-    rows: list[np.ndarray] = []
-    stamps: list[FileStamp] = []
-    batch: list[tuple[str, np.ndarray]] = []
-
-    def flush_batch() -> None:
-        if batch:
-            rows.append(model.embed_resized(np.stack([image for _, image in batch])))
-            stamps.extend(FileStamp.of(path) for path, _ in batch)
-            batch.clear()
-
-    def flush_shard() -> None:
-        flush_batch()
-        if stamps:
-            report.shards.append(writer.write_shard(np.concatenate(rows), list(stamps)))
-            report.embedded += len(stamps)
-            rows.clear()
-            stamps.clear()
-
-    jobs = [(path, model.preprocessing, fast_jpeg) for path in todo]
-    with multiprocessing.get_context("fork").Pool(decode_workers(workers)) as pool:
-        bar = tqdm(_decoded(pool, jobs), total=len(jobs), desc="index", unit="img", smoothing=0.1)
-        for path, image, error in bar:
-            if image is None:
-                if not skip_bad:
-                    flush_shard()  # what is done stays done
-                    raise DocembError(f"{error}; {SKIP_HINT}")
-                report.bad.append(error)
-                continue
-            batch.append((path, image))
-            if len(batch) == batch_size:
-                flush_batch()
-            if len(stamps) + len(batch) >= shard_size:
-                flush_shard()
-        flush_shard()
+    shard = _ShardBuffer(writer, report, shard_size)
+    engine = engine or local_engine(model, batch_size, workers, fast_jpeg)
+    with tqdm(total=len(todo), desc="index", unit="img", smoothing=0.1) as bar, closing(engine(todo)) as batches:
+        for batch in batches:
+            shard.add(batch)
+            bar.update(len(batch.paths) + len(batch.errors))
+            if batch.errors and not skip_bad:
+                shard.flush()  # what is done stays done
+                raise DocembError(f"{batch.errors[0]}; {SKIP_HINT}")
+            report.bad.extend(batch.errors)
+        shard.flush()
     return report
+
+
+@dataclass
+class _ShardBuffer:
+    """Embedded rows waiting for their shard: written `size` rows at a time, the rest on flush."""
+
+    writer: IndexWriter
+    report: IndexReport
+    size: int
+    rows: list[np.ndarray] = field(default_factory=list)
+    stamps: list[FileStamp] = field(default_factory=list)
+
+    def add(self, batch: Embedded) -> None:
+        self.rows.append(batch.embeddings)
+        self.stamps.extend(FileStamp.of(path) for path in batch.paths)
+        while len(self.stamps) >= self.size:
+            self._write(self.size)
+
+    def flush(self) -> None:
+        if self.stamps:
+            self._write(len(self.stamps))
+
+    def _write(self, count: int) -> None:
+        rows = np.concatenate(self.rows)
+        self.report.shards.append(self.writer.write_shard(rows[:count], self.stamps[:count]))
+        self.report.embedded += count
+        self.rows, self.stamps = [rows[count:]], self.stamps[count:]
+
+
+def local_engine(model: Model, batch_size: int = 64, workers: int | None = None, fast_jpeg: bool = False) -> Engine:
+    """Decoding and resizing in a pool of `workers` processes while `model` embeds here."""
+
+    def run(todo: list[str]) -> Generator[Embedded, None, None]:
+        jobs = [(path, model.preprocessing, fast_jpeg) for path in todo]
+        paths: list[str] = []
+        images: list[np.ndarray] = []
+        with multiprocessing.get_context("fork").Pool(decode_workers(workers)) as pool:
+            for path, image, error in _decoded(pool, jobs):
+                if image is not None:
+                    paths.append(path)
+                    images.append(image)
+                if error is not None or len(paths) == batch_size:
+                    yield embed_batch(model, paths, images, [error] if error else [])
+                    paths, images = [], []
+            if paths:
+                yield embed_batch(model, paths, images, [])
+
+    return run
+
+
+def embed_batch(model: Model, paths: list[str], images: list[np.ndarray], errors: list[str]) -> Embedded:
+    embeddings = model.embed_resized(np.stack(images)) if images else np.zeros((0, embedding_dim(model)), np.float32)
+    return Embedded(paths, embeddings, errors)
 
 
 def _decoded(
     pool: Pool, jobs: list[DecodeJob], window: int = DECODE_WINDOW
 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """_decode_job's results in order, a window of jobs at a time: Pool.imap alone runs ahead of
+    """decode_job's results in order, a window of jobs at a time: Pool.imap alone runs ahead of
     the model and keeps every decoded image it has not yet been asked for (100,000 thumbnails
     held 3.5 GB), a window holds at most `window` of them."""
     for start in range(0, len(jobs), window):
-        yield from pool.imap(_decode_job, jobs[start : start + window], chunksize=16)
+        yield from pool.imap(decode_job, jobs[start : start + window], chunksize=16)
 
 
 def decode_workers(workers: int | None) -> int:
@@ -139,6 +185,6 @@ def decode_workers(workers: int | None) -> int:
     return workers or os.cpu_count() or 1
 
 
-def _dim(model: Model) -> int:
+def embedding_dim(model: Model) -> int:
     size = model.preprocessing.size
     return int(model.embed_resized(np.zeros((1, size, size, 3), np.uint8)).shape[1])

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=8192, help="rows per shard: the most a kill can lose")
-    parser.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="decoding processes of the local engine (default: one per core)")
     parser.add_argument(
         "--threads", type=int, default=1, help="inference threads (default: 1; docs/search.md measures the split)"
     )
@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fast-jpeg", action="store_true", help="decode large JPEGs at a reduced scale (faster; pixels differ slightly)"
     )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: decoding processes and the model here; ray: actors on Ray Data (a cluster, or one started here)",
+    )
+    parser.add_argument("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else start one on this machine)")
+    parser.add_argument("--ray-actors", type=int, help="Ray actors, each with the model loaded once (default: one per CPU)")
     parser.add_argument(
         "--ann",
         action="store_true",
@@ -41,6 +49,13 @@ def run(args: argparse.Namespace) -> None:
     from docemb.lock import output_lock
 
     model = load_model(args.model, threads=args.threads)
+    engine = None
+    if args.engine == "ray":
+        from docemb.ray_engine import RaySettings, ray_engine
+
+        engine = ray_engine(
+            args.model, args.threads, args.batch_size, args.fast_jpeg, RaySettings(args.ray_address, args.ray_actors)
+        )
     started = time.perf_counter()
     with output_lock(args.out):
         report = build_index(
@@ -53,6 +68,7 @@ def run(args: argparse.Namespace) -> None:
             args.workers,
             args.skip_bad_images,
             args.fast_jpeg,
+            engine,
         )
         seconds = time.perf_counter() - started
         write_json(args.out / "report.json", {**asdict(report), "seconds": round(seconds, 2), "model": str(args.model)})

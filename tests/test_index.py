@@ -261,3 +261,34 @@ def test_decoding_runs_a_window_ahead_of_the_model_not_the_whole_collection():
     pool = Pool()
     assert list(_decoded(pool, list(range(10)), window=4)) == list(range(10))  # in order, each once
     assert pool.windows == [4, 4, 2]
+
+
+def test_the_ray_engine_writes_the_index_the_local_engine_writes(collection, checkpoint, tmp_path):
+    """Same rows, same order, same shards; a bad file stops it by name and what is done stays."""
+    import ray
+
+    from docemb.ray_engine import RaySettings, ray_engine
+
+    bad = collection / "a" / "zzz_broken.png"
+    bad.write_bytes(b"")
+    model = load_model(checkpoint, threads=1)
+    local = build_index(model, [collection], tmp_path / "local", shard_size=5, batch_size=4, workers=1, skip_bad=True)
+    engine = ray_engine(checkpoint, threads=1, batch_size=4, fast_jpeg=False, settings=RaySettings(actors=2))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one local instance for every run
+    try:
+        whole = build_index(model, [collection], tmp_path / "ray", shard_size=5, engine=engine, skip_bad=True)
+        with pytest.raises(DocembError, match="zzz_broken.png"):
+            build_index(model, [collection], tmp_path / "stopped", shard_size=5, engine=engine)
+        kept = len(Index.open(tmp_path / "stopped"))
+        resumed = build_index(model, [collection], tmp_path / "stopped", shard_size=5, engine=engine, skip_bad=True)
+    finally:
+        ray.shutdown()
+    assert whole.bad == local.bad == [line for line in whole.bad if line.startswith(str(bad))] and len(whole.bad) == 1
+    ours, theirs = Index.open(tmp_path / "local"), Index.open(tmp_path / "ray")
+    assert ours.meta.shards == theirs.meta.shards
+    assert [ours.path(r) for r in range(len(ours))] == [theirs.path(r) for r in range(len(theirs))]
+    assert np.array_equal(ours.vectors(), theirs.vectors())
+    assert kept >= 10 and resumed.embedded == 14 - kept  # the shards before the bad file stayed
+    stopped = vectors_by_path(Index.open(tmp_path / "stopped"))
+    assert stopped.keys() == vectors_by_path(ours).keys()
+    assert all(np.array_equal(stopped[p], v) for p, v in vectors_by_path(ours).items())
