@@ -292,3 +292,24 @@ def test_the_ray_engine_writes_the_index_the_local_engine_writes(collection, che
     stopped = vectors_by_path(Index.open(tmp_path / "stopped"))
     assert stopped.keys() == vectors_by_path(ours).keys()
     assert all(np.array_equal(stopped[p], v) for p, v in vectors_by_path(ours).items())
+
+
+def test_search_over_several_indexes_answers_as_one_index_of_all(collection, checkpoint, trained_model, tmp_path, capsys):
+    from docemb.cli import main
+
+    model = load_model(checkpoint, threads=1)
+    for name, roots in [("whole", [collection]), ("a", [collection / "a"]), ("b", [collection / "b"])]:
+        build_index(model, roots, tmp_path / name, workers=1)
+    query = sorted(str(p) for p in collection.rglob("*.png"))[2]
+
+    def hits(*indexes: str) -> list[tuple[str, float]]:
+        main(["search", query, "--index", *(str(tmp_path / i) for i in indexes), "-k", "5", "--json"])
+        return [(h["path"], round(h["score"], 5)) for h in json.loads(capsys.readouterr().out)[0]["results"]]
+
+    assert hits("a", "b") == hits("whole") and hits("whole")[0][0] == query
+    other = tmp_path / "other.safetensors"
+    save_model(other, build_model(trained_model.config, seed=7))
+    build_index(load_model(other, threads=1), [collection / "b"], tmp_path / "other", workers=1)
+    with pytest.raises(SystemExit):
+        main(["search", query, "--index", str(tmp_path / "a"), str(tmp_path / "other")])
+    assert "with other.safetensors" in (err := capsys.readouterr().err) and "with small.safetensors" in err
