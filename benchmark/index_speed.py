@@ -9,13 +9,15 @@ it (decode workers beside the inference threads), in a fresh process, so each ro
 resident memory is its own; images/s is the rate over the whole run, index writing included.
 `--engine local ray` also runs each on Ray Data (`docemb index --engine ray`, a local instance
 started and stopped inside the run, so its start-up counts; its actors are not the run's child
-processes, so the worker memory column covers the local engine only).
+processes, so the worker memory column covers the local engine only). `decode-only` is the local
+engine with a model that costs nothing: the rate decoding and index writing alone allow.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import os
 import resource
@@ -29,9 +31,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from docemb.api import load_model
+from docemb.api import Model, load_model
 from docemb.atomic import write_json
-from docemb.bulk import build_index, decode_workers
+from docemb.bulk import Engine, build_index, decode_workers, embedding_dim, local_engine
 from docemb.imageio import list_images, read_rgb
 from docemb.ray_engine import RaySettings, ray_engine
 
@@ -92,10 +94,16 @@ def _index_once(
     model_path: Path, collection: Collection, fast_jpeg: bool, workers: int | None, threads: int, engine: str
 ) -> SpeedRow:
     model = load_model(model_path, threads=threads)
-    on_ray = ray_engine(model_path, threads, 64, fast_jpeg, RaySettings()) if engine == "ray" else None
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        report = build_index(model, [collection.folder], Path(out) / "index", workers=workers, fast_jpeg=fast_jpeg, engine=on_ray)
+        report = build_index(
+            model,
+            [collection.folder],
+            Path(out) / "index",
+            workers=workers,
+            fast_jpeg=fast_jpeg,
+            engine=_engine(model, engine, threads, workers, fast_jpeg),
+        )
         seconds = time.perf_counter() - started
     peak, workers_peak = (resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return SpeedRow(
@@ -112,6 +120,16 @@ def _index_once(
     )
 
 
+def _engine(model: Model, engine: str, threads: int, workers: int | None, fast_jpeg: bool) -> Engine | None:
+    if engine == "ray":
+        return ray_engine(model.path, threads, 64, fast_jpeg, RaySettings())
+    if engine == "decode-only":
+        dim = embedding_dim(model)
+        free = dataclasses.replace(model, run=lambda batch: np.zeros((len(batch), dim), np.float32))
+        return local_engine(free, 64, workers, fast_jpeg)
+    return None  # build_index's own local engine
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="exported .onnx/.tflite files (contracts beside them)")
@@ -123,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, help="decoding processes (default: as `docemb index`, one per core)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="inference threads to try (default: 1)")
     parser.add_argument(
-        "--engine", nargs="+", choices=["local", "ray"], default=["local"], help="engines to run (default: local)"
+        "--engine", nargs="+", choices=["local", "ray", "decode-only"], default=["local"], help="engines to run (default: local)"
     )
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     parser.add_argument("--clean", action="store_true", help="delete the collections afterwards")

@@ -206,6 +206,8 @@ def test_the_speed_benchmark_indexes_the_collection_it_writes(checkpoint, tmp_pa
     row = index_speed(checkpoint, collection, fast_jpeg=False, workers=1, threads=1)
     assert row.images == 6 and row.images_per_s == pytest.approx(6 / row.seconds)
     assert 50 < row.peak_rss_mb < 4000 and 10 < row.worker_peak_rss_mb < 4000  # measured in its own process
+    ceiling = index_speed(checkpoint, collection, fast_jpeg=False, workers=1, threads=1, engine="decode-only")
+    assert (ceiling.engine, ceiling.images) == ("decode-only", 6)
 
 
 def test_neighbour_precision_counts_own_label_among_the_nearest():
