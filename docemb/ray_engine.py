@@ -18,6 +18,8 @@ import numpy as np
 from docemb.bulk import Embedded, Engine, decode_job, embedding_dim
 from docemb.errors import DocembError
 
+RAY_WINDOW = 1_000_000  # files per Ray dataset: the driver holds one window's rows, not the collection's
+
 
 @dataclass(frozen=True)
 class RaySettings:
@@ -53,7 +55,10 @@ def ray_engine(model_path: Path, threads: int, batch_size: int, fast_jpeg: bool,
             return
         ray, started = _connect(settings.address)
         try:
-            yield from _embedded_batches(ray, todo, model_path, threads, batch_size, fast_jpeg, settings)
+            for start in range(0, len(todo), RAY_WINDOW):
+                yield from _embedded_batches(
+                    ray, todo[start : start + RAY_WINDOW], model_path, threads, batch_size, fast_jpeg, settings
+                )
         finally:
             if started:  # a local instance of this run's own
                 ray.shutdown()
