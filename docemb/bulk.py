@@ -156,18 +156,15 @@ def local_engine(model: Model, batch_size: int = 64, workers: int | None = None,
                 if image is not None:
                     paths.append(path)
                     images.append(image)
-                if error is not None or len(paths) == batch_size:
-                    yield embed_batch(model, paths, images, [error] if error else [])
+                if paths and (error is not None or len(paths) == batch_size):
+                    yield Embedded(paths, model.embed_resized(np.stack(images)), [error] if error else [])
                     paths, images = [], []
+                elif error is not None:
+                    yield Embedded([], np.zeros((0, embedding_dim(model)), np.float32), [error])
             if paths:
-                yield embed_batch(model, paths, images, [])
+                yield Embedded(paths, model.embed_resized(np.stack(images)), [])
 
     return run
-
-
-def embed_batch(model: Model, paths: list[str], images: list[np.ndarray], errors: list[str]) -> Embedded:
-    embeddings = model.embed_resized(np.stack(images)) if images else np.zeros((0, embedding_dim(model)), np.float32)
-    return Embedded(paths, embeddings, errors)
 
 
 def _decoded(

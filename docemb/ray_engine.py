@@ -40,10 +40,10 @@ class BatchEmbedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every input row comes back: its embedding, or zeros and the reason it could not be read."""
         decoded = [decode_job((str(path), self.model.preprocessing, self.fast_jpeg)) for path in batch["path"]]
-        images = [image for _, image, _ in decoded if image is not None]
+        good = np.array([image is not None for _, image, _ in decoded])
         embeddings = np.zeros((len(decoded), self.dim), np.float32)
-        if images:
-            embeddings[[image is not None for _, image, _ in decoded]] = self.model.embed_resized(np.stack(images))
+        if good.any():
+            embeddings[good] = self.model.embed_resized(np.stack([image for _, image, _ in decoded if image is not None]))
         return {"path": batch["path"], "embedding": embeddings, "error": np.array([e or "" for *_, e in decoded], dtype=object)}
 
 
