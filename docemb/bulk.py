@@ -149,6 +149,7 @@ def local_engine(model: Model, batch_size: int = 64, workers: int | None = None,
 
     def run(todo: list[str]) -> Generator[Embedded, None, None]:
         jobs = [(path, model.preprocessing, fast_jpeg) for path in todo]
+        no_rows = np.zeros((0, embedding_dim(model)), np.float32)  # a batch of unreadable files only
         paths: list[str] = []
         images: list[np.ndarray] = []
         with multiprocessing.get_context("fork").Pool(decode_workers(workers)) as pool:
@@ -160,7 +161,7 @@ def local_engine(model: Model, batch_size: int = 64, workers: int | None = None,
                     yield Embedded(paths, model.embed_resized(np.stack(images)), [error] if error else [])
                     paths, images = [], []
                 elif error is not None:
-                    yield Embedded([], np.zeros((0, embedding_dim(model)), np.float32), [error])
+                    yield Embedded([], no_rows, [error])
             if paths:
                 yield Embedded(paths, model.embed_resized(np.stack(images)), [])
 
