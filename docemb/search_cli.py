@@ -44,6 +44,8 @@ def query_vectors(queries: list[str], indexes: list, model_path: Path | None) ->
     vectors = np.zeros((len(queries), indexes[0].meta.dim), dtype=np.float32)
     known = np.zeros(len(queries), dtype=bool)
     for index in indexes:
+        if known.all():
+            break  # the rest of the indexes need not list their paths
         rows = {path: row for row, path in ((r, index.path(r)) for r in np.flatnonzero(index.live))}
         found = [i for i, q in enumerate(queries) if not known[i] and str(Path(q)) in rows]
         if found:
