@@ -8,7 +8,7 @@ captures for both decision rules, and how often the true template is in the cosi
 at all (the most verification can reach). The rule's inlier count is calibrated on one strength
 (`--calibrate-on`, default hard) so that captures of unregistered documents are rarely verified:
 those of `--calibrate-data` (training images, none of them a template) or, without it, of the
-eval folder's own `unknown/`. Then the time per query for each shortlist length, one thread.
+eval folder's own `unknown/`. Then the time per query for each shortlist length and strength, one thread.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from docemb.imageio import list_images, load_images
 from docemb.preprocess import Preprocessing
 from docemb.verify import (
     DETECTORS,
+    ESTIMATORS,
+    SHORTLIST,
     Candidate,
     Features,
     VerifyRule,
@@ -153,7 +155,7 @@ class VerifyCost:
 
     features_ms: float  # resize and local features of one image at capture size
     match_ms: float  # per shortlisted template: descriptor distances and the ratio test
-    ransac_ms: float  # per shortlisted template: the homography fit, where enough matches pass
+    ransac_ms: float  # per shortlisted template: the homography fit (settings.estimator), where enough matches pass
     ransac_share: float  # of shortlisted templates with enough matches to fit one
     query_keypoints: float
     template_keypoints: float
@@ -178,10 +180,10 @@ def _cost(
     start = time.perf_counter()
     matched = [matches(query, template, settings) for query, template in pairs]
     match_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
-    fitted = [(source, target) for source, target in matched if worth_fitting(source, settings)]
+    fitted = [(source, target, t.size) for (source, target), (_, t) in zip(matched, pairs) if worth_fitting(source, settings)]
     start = time.perf_counter()
-    for source, target in fitted:
-        homography_inliers(source, target, settings)
+    for source, target, size in fitted:
+        homography_inliers(source, target, size, settings)
     ransac_ms = 1e3 * (time.perf_counter() - start) / len(pairs)
     return VerifyCost(
         features_ms,
@@ -240,12 +242,12 @@ def benchmark(
         rule, calibrated_on = VerifyRule(), "not calibrated (no unknown images)"
     rows = [row for strength in strengths for row in _rows(strength, kinds, runs[strength], templates, rule)]
     feature_bytes = np.mean([f.keypoints.nbytes + (f.descriptors.nbytes if f.descriptors is not None else 0) for f in named])
-    timing = _timing(runs[calibrate_on].known, templates, named, settings, ks)
+    timing = {strength: _timing(runs[strength].known, templates, named, settings, ks) for strength in strengths}
     cost = _cost(images, runs[calibrate_on].known, templates, named, settings, k)
     return {
         "rule": asdict(rule),
         "calibrated_on": calibrated_on,
-        "settings": asdict(settings),
+        "settings": settings.to_dict(),
         "shortlist": k,
         "rows": [asdict(r) for r in rows],
         "feature_bytes_per_template": float(feature_bytes),
@@ -267,12 +269,13 @@ def format_table(result: dict) -> str:
         )
     lines.append(f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}")
     lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
-    lines.append("ms per query, one thread: " + "  ".join(f"K={k} {v:.1f}" for k, v in result["ms_per_query"].items()))
+    for strength, times in result["ms_per_query"].items():
+        lines.append(f"ms per query, one thread, {strength}: " + "  ".join(f"K={k} {v:.1f}" for k, v in times.items()))
     c = result["cost"]
     lines.append(
         f"cost, one thread: features {c['features_ms']:.2f} ms per image ({c['query_keypoints']:.0f} keypoints per query, "
         f"{c['template_keypoints']:.0f} per template); per shortlisted template: matching {c['match_ms']:.3f} ms "
-        f"({c['distances_per_template'] / 1e3:.0f}k distances of {c['descriptor_bytes']} bytes), RANSAC {c['ransac_ms']:.3f} ms"
+        f"({c['distances_per_template'] / 1e3:.0f}k distances of {c['descriptor_bytes']} bytes), homography fit {c['ransac_ms']:.3f} ms"
         f" (fitted for {c['ransac_share']:.0%} of them)"
     )
     return "\n".join(lines)
@@ -289,16 +292,36 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="images of unregistered documents to calibrate the rule on (training data; default: the eval folder's unknown/)",
     )
-    parser.add_argument("-k", type=int, default=20, help="shortlist length verified per query (default: 20)")
-    parser.add_argument("--time-k", type=int, nargs="+", default=[5, 10, 20, 50])
+    parser.add_argument("-k", type=int, default=SHORTLIST, help=f"shortlist length verified per query (default: {SHORTLIST})")
+    parser.add_argument("--time-k", type=int, nargs="+", default=sorted({5, 10, 20, SHORTLIST, 50}))
     parser.add_argument("--features", type=int, default=VerifySettings.features, help="keypoints per image")
     parser.add_argument("--fast-threshold", type=int, default=VerifySettings.fast_threshold, help="ORB's FAST corner threshold")
     parser.add_argument("--detector", choices=DETECTORS, default=VerifySettings.detector)
     parser.add_argument("--long-side", type=int, default=VerifySettings.long_side, help="pixels images are resized to first")
+    parser.add_argument(
+        "--retry-thresholds",
+        type=int,
+        nargs="*",
+        default=list(VerifySettings.retry_thresholds),
+        help="ORB's lower FAST thresholds for images with few keypoints (none: no retry)",
+    )
+    parser.add_argument("--estimator", choices=ESTIMATORS, default=VerifySettings.estimator, help="homography estimator")
+    parser.add_argument(
+        "--check-geometry",
+        action=argparse.BooleanOptionalAction,
+        default=VerifySettings.check_geometry,
+        help="count only homographies that could be a photo of the template (docemb.verify.plausible)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     settings = VerifySettings(
-        detector=args.detector, features=args.features, fast_threshold=args.fast_threshold, long_side=args.long_side
+        detector=args.detector,
+        features=args.features,
+        fast_threshold=args.fast_threshold,
+        retry_thresholds=tuple(args.retry_thresholds),
+        long_side=args.long_side,
+        estimator=args.estimator,
+        check_geometry=args.check_geometry,
     )
     result = benchmark(
         args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on, settings, args.calibrate_data

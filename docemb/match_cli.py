@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from docemb.verify import SHORTLIST
+
     parser.add_argument(
         "images", nargs="+", help="photos (or PDFs: a page each) to match; or `register` followed by template images or PDFs"
     )
@@ -29,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--verify",
         action="store_true",
         help="geometric verification: `register` keeps each template's local features; matching re-ranks the cosine "
-        "shortlist by RANSAC inliers (docemb.verify)",
+        "shortlist by homography inliers (docemb.verify)",
     )
-    parser.add_argument("--shortlist", type=int, default=20, help="templates verified per photo with --verify (default: 20)")
+    parser.add_argument(
+        "--shortlist", type=int, default=SHORTLIST, help=f"templates verified per photo with --verify (default: {SHORTLIST})"
+    )
 
 
 def contract_threshold(model_path: Path) -> float:

@@ -107,7 +107,7 @@ class TemplateStore:
         image: np.ndarray | None = None,
         verify: bool = False,
         rule: VerifyRule = VerifyRule(),
-        shortlist: int = 20,
+        shortlist: int = verification.SHORTLIST,
     ) -> Decision:
         """`decide`, or with `verify` the cosine shortlist re-ranked by geometric verification
         of the query's RGB `image` against each template (docemb.verify)."""

@@ -4,8 +4,9 @@ page 2) are told apart by their text.
 
 Features (ORB by default, SIFT selectable; OpenCV 5 moved AKAZE out of its main modules) are computed
 once per template. For a query, each of the embedding's top-K templates is matched (ratio test),
-a RANSAC homography is fitted, and the inliers re-rank the shortlist. Where either side has too
-few keypoints (a flat card) the cosine order stands.
+a homography is fitted (USAC), and the inliers of a homography that could be a photo of the
+template re-rank the shortlist. Where either side has too few keypoints (a flat card) the cosine
+order stands.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from docemb.atomic import atomic_path
 from docemb.errors import DocembError
 
 DETECTORS = ("orb", "sift")
+# homography estimators: USAC finds as many inliers as RANSAC (the first version's) in a fraction of the time
+ESTIMATORS = {"usac": cv2.USAC_DEFAULT, "ransac": cv2.RANSAC}
+SHORTLIST = 30  # templates verified per query by default: long enough to hold nearly every page at medium (docs/search.md)
 
 
 @dataclass(frozen=True)
@@ -29,17 +33,37 @@ class VerifySettings:
     detector: str = "orb"
     features: int = 1000  # keypoints per image (ORB, SIFT)
     fast_threshold: int = 20  # ORB's corner contrast: lower finds corners in blurred, dim captures
+    # ORB detects again at these lower thresholds, in turn, while an image yields fewer than
+    # enough_keypoints: blur and low light leave a page with almost no corners at fast_threshold
+    retry_thresholds: tuple[int, ...] = (10, 5, 2)
+    enough_keypoints: int = 100
     long_side: int = 640  # images are resized to this long side first
     ratio: float = 0.8  # Lowe's ratio test
+    estimator: str = "usac"  # of the homography: a key of ESTIMATORS
     ransac_px: float = 5.0  # reprojection error of an inlier, at long_side
+    # a homography counts only if the template's outline lands in the capture as a convex quad,
+    # not mirrored, of this share of the template's own area (see `plausible`)
+    check_geometry: bool = True
+    min_area: float = 0.05
+    max_area: float = 4.0
     min_keypoints: int = 30  # fewer on either side: cosine decides
     min_inliers: int = 15  # fewer: the pair is not verified
+
+    def to_dict(self) -> dict:
+        """The settings as JSON holds them (tuples as lists), so a contract read back compares equal."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> VerifySettings:
+        """Settings read back from JSON (a contract, a features file), lists made tuples again."""
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in fields.items()})
 
 
 @dataclass(frozen=True)
 class Features:
     keypoints: np.ndarray  # (N, 2) float32 positions at long_side
     descriptors: np.ndarray | None
+    size: tuple[int, int]  # (width, height) of the image at long_side
 
     @property
     def count(self) -> int:
@@ -56,33 +80,37 @@ class Candidate:
     inliers: int  # -1: not verifiable (too few keypoints)
 
 
-def _detector(settings: VerifySettings):
+def _detector(settings: VerifySettings, fast_threshold: int):
     if settings.detector == "orb":
-        return cv2.ORB_create(nfeatures=settings.features, fastThreshold=settings.fast_threshold)
+        return cv2.ORB_create(nfeatures=settings.features, fastThreshold=fast_threshold)
     if settings.detector == "sift":
         return cv2.SIFT_create(nfeatures=settings.features)
     raise DocembError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")
 
 
 def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
-    """Keypoints and descriptors of an RGB uint8 image, resized to `settings.long_side`."""
+    """Keypoints and descriptors of an RGB uint8 image, resized to `settings.long_side`; ORB
+    lowers its corner threshold (`retry_thresholds`) for images with too few keypoints."""
     scale = settings.long_side / max(image.shape[:2])
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     grey = cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    keypoints, descriptors = _detector(settings).detectAndCompute(grey, None)
+    thresholds = (settings.fast_threshold, *settings.retry_thresholds) if settings.detector == "orb" else (0,)
+    for threshold in thresholds:
+        keypoints, descriptors = _detector(settings, threshold).detectAndCompute(grey, None)
+        if len(keypoints) >= settings.enough_keypoints:
+            break
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return Features(points, descriptors)
+    return Features(points, descriptors, (grey.shape[1], grey.shape[0]))
 
 
 def inliers(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> int:
-    """RANSAC homography inliers among ratio-test matches; -1 when either side has too few
-    keypoints; 0 without fitting when fewer than `min_inliers` matches pass the ratio test (no
-    homography could verify the pair, and RANSAC costs most on such pairs: it runs to its
-    iteration limit when almost every match is an outlier)."""
+    """Homography inliers among ratio-test matches; -1 when either side has too few keypoints;
+    0 without fitting when fewer than `min_inliers` matches pass the ratio test (no homography
+    could verify the pair, and a fit costs most on such pairs: almost every match is an outlier)."""
     if min(query.count, template.count) < settings.min_keypoints or query.descriptors is None or template.descriptors is None:
         return -1
     source, target = matches(query, template, settings)
-    return homography_inliers(source, target, settings) if worth_fitting(source, settings) else 0
+    return homography_inliers(source, target, template.size, settings) if worth_fitting(source, settings) else 0
 
 
 def worth_fitting(source: np.ndarray, settings: VerifySettings = VerifySettings()) -> bool:
@@ -98,16 +126,46 @@ def matches(query: Features, template: Features, settings: VerifySettings = Veri
     return query.keypoints[[m.queryIdx for m in good]], template.keypoints[[m.trainIdx for m in good]]
 
 
-def homography_inliers(source: np.ndarray, target: np.ndarray, settings: VerifySettings = VerifySettings()) -> int:
-    """Matches that agree on one RANSAC homography (0 with fewer than the 4 points it needs)."""
+def homography_inliers(
+    source: np.ndarray, target: np.ndarray, template_size: tuple[int, int], settings: VerifySettings = VerifySettings()
+) -> int:
+    """Matches that agree on one homography from query to template: 0 with fewer than the 4
+    points it needs, or when that homography is not `plausible`."""
     if len(source) < 4:
         return 0
-    _, mask = cv2.findHomography(source, target, cv2.RANSAC, settings.ransac_px)
-    return int(mask.sum()) if mask is not None else 0
+    if settings.estimator not in ESTIMATORS:
+        raise DocembError(f"unknown estimator {settings.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    homography, mask = cv2.findHomography(source, target, ESTIMATORS[settings.estimator], settings.ransac_px)
+    if mask is None or (settings.check_geometry and not plausible(homography, template_size, settings)):
+        return 0
+    return int(mask.sum())
+
+
+def plausible(homography: np.ndarray | None, template_size: tuple[int, int], settings: VerifySettings = VerifySettings()) -> bool:
+    """Whether a homography from capture to template could come from a photo of the template:
+    the template's outline, mapped into the capture, is a convex quad, not mirrored, of a sane
+    area. Matches along one edge (a card's bar, a line of text) fit homographies that fold the
+    page onto a line; without this check they let unregistered cards verify."""
+    if homography is None:
+        return False
+    width, height = template_size
+    outline = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    try:
+        quad = cv2.perspectiveTransform(outline[None], np.linalg.inv(homography))[0]
+    except np.linalg.LinAlgError:
+        return False
+    if not np.isfinite(quad).all() or not cv2.isContourConvex(quad):
+        return False
+    area = cv2.contourArea(quad, oriented=True) / cv2.contourArea(outline, oriented=True)  # < 0: mirrored
+    return settings.min_area <= area <= settings.max_area
 
 
 def rerank(
-    query: Features, cosines: np.ndarray, templates: list[Features], k: int = 20, settings: VerifySettings = VerifySettings()
+    query: Features,
+    cosines: np.ndarray,
+    templates: list[Features],
+    k: int = SHORTLIST,
+    settings: VerifySettings = VerifySettings(),
 ) -> list[Candidate]:
     """The top-k templates by cosine, verified: those with at least `min_inliers` first (most
     inliers first), then the rest in cosine order. With no verifiable candidate, cosine order."""
@@ -139,13 +197,13 @@ CALIBRATED_ON = (
 
 def contract_entry(settings: VerifySettings = VerifySettings(), rule: VerifyRule = VerifyRule()) -> dict:
     """The contract's `verification` section: what an app needs to verify as docemb does."""
-    return {"features": asdict(settings), "rule": asdict(rule), "calibrated_on": CALIBRATED_ON}
+    return {"features": settings.to_dict(), "rule": asdict(rule), "calibrated_on": CALIBRATED_ON}
 
 
 def from_contract(contract: dict) -> tuple[VerifySettings, VerifyRule]:
     """The features and rule a contract names; the defaults for contracts written before it had them."""
     entry = contract.get("verification") or {}
-    return VerifySettings(**entry.get("features", {})), VerifyRule(**entry.get("rule", {}))
+    return VerifySettings.from_dict(entry.get("features", {})), VerifyRule(**entry.get("rule", {}))
 
 
 @dataclass(frozen=True)
@@ -169,7 +227,7 @@ def decide(ranked: list[Candidate], threshold: float, rule: VerifyRule) -> Verif
     return VerifiedDecision(best, best.cosine >= threshold, False, ranked)
 
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: each image's size at long_side
 
 
 def features_path(store: str | os.PathLike) -> Path:
@@ -178,7 +236,12 @@ def features_path(store: str | os.PathLike) -> Path:
 
 def save_features(path: str | os.PathLike, settings: VerifySettings, named: dict[str, Features]) -> int:
     """Templates' features in one versioned .npz (no pickle), written atomically; returns its size in bytes."""
-    meta = {"version": FEATURES_VERSION, "settings": asdict(settings), "names": list(named)}
+    meta = {
+        "version": FEATURES_VERSION,
+        "settings": settings.to_dict(),
+        "names": list(named),
+        "sizes": [list(item.size) for item in named.values()],
+    }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for i, item in enumerate(named.values()):
         arrays[f"k{i}"] = item.keypoints
@@ -194,14 +257,15 @@ def load_features(path: str | os.PathLike) -> tuple[VerifySettings, dict[str, Fe
             meta = json.loads(data["meta"].tobytes())
             if meta.get("version") != FEATURES_VERSION:
                 raise DocembError(
-                    f"{path}: features version {meta.get('version')} is not supported (this docemb reads {FEATURES_VERSION})"
+                    f"{path}: features version {meta.get('version')} is not supported (this docemb reads"
+                    f" {FEATURES_VERSION}); register the templates again with --verify"
                 )
             named = {}
-            for i, name in enumerate(meta["names"]):
+            for i, (name, size) in enumerate(zip(meta["names"], meta["sizes"], strict=True)):
                 descriptors = data[f"d{i}"]
-                named[name] = Features(data[f"k{i}"], descriptors if len(descriptors) else None)
+                named[name] = Features(data[f"k{i}"], descriptors if len(descriptors) else None, tuple(size))
     except FileNotFoundError:
         raise DocembError(f"{path}: missing; register the templates again with --verify") from None
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         raise DocembError(f"{path}: not a docemb features file ({exc})") from None
-    return VerifySettings(**meta["settings"]), named
+    return VerifySettings.from_dict(meta["settings"]), named
