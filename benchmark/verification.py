@@ -37,11 +37,13 @@ from docemb.verify import (
     Features,
     VerifyRule,
     VerifySettings,
+    counterpart,
     decide,
     features,
     homography_inliers,
     matches,
     rerank,
+    template_features,
     worth_fitting,
 )
 
@@ -172,10 +174,10 @@ def _cost(
         features(image, settings)
     features_ms = 1e3 * (time.perf_counter() - start) / min(n, len(images))
     pairs = [
-        (query, named[i])
+        (query, counterpart(named[i], query))
         for embedding, query in zip(captures.embeddings[:n], captures.features[:n])
         for i in np.argsort(-(templates @ embedding), kind="stable")[:k]
-        if min(query.count, named[i].count) >= settings.min_keypoints
+        if min(query.count, counterpart(named[i], query).count) >= settings.min_keypoints
     ]
     start = time.perf_counter()
     matched = [matches(query, template, settings) for query, template in pairs]
@@ -221,7 +223,7 @@ def benchmark(
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
     kinds = template_kinds(folder, [p.name for p in paths])
     templates = embed_resized(embed, prep, np.stack([prep.resize(i) for i in images]))
-    named = [features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
+    named = [template_features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
     unknown_images = (
         load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)[0] if (folder / "unknown").is_dir() else []
     )
@@ -241,7 +243,7 @@ def benchmark(
     else:
         rule, calibrated_on = VerifyRule(), "not calibrated (no unknown images)"
     rows = [row for strength in strengths for row in _rows(strength, kinds, runs[strength], templates, rule)]
-    feature_bytes = np.mean([f.keypoints.nbytes + (f.descriptors.nbytes if f.descriptors is not None else 0) for f in named])
+    feature_bytes = np.mean([f.nbytes for f in named])
     timing = {strength: _timing(runs[strength].known, templates, named, settings, ks) for strength in strengths}
     cost = _cost(images, runs[calibrate_on].known, templates, named, settings, k)
     return {
@@ -305,6 +307,12 @@ def main(argv: list[str] | None = None) -> None:
         default=list(VerifySettings.retry_thresholds),
         help="ORB's lower FAST thresholds for images with few keypoints (none: no retry)",
     )
+    parser.add_argument(
+        "--soft-sigma",
+        type=float,
+        default=VerifySettings.soft_sigma,
+        help="blur of the templates' second feature set, for blurred queries (0: none)",
+    )
     parser.add_argument("--estimator", choices=ESTIMATORS, default=VerifySettings.estimator, help="homography estimator")
     parser.add_argument(
         "--check-geometry",
@@ -319,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         features=args.features,
         fast_threshold=args.fast_threshold,
         retry_thresholds=tuple(args.retry_thresholds),
+        soft_sigma=args.soft_sigma,
         long_side=args.long_side,
         estimator=args.estimator,
         check_geometry=args.check_geometry,

@@ -69,7 +69,7 @@ class TemplateStore:
         if self.verify_settings is not None:
             if image is None:
                 raise DocembError(f"{name}: this store verifies matches; register the template with its image")
-            self.features[name] = verification.features(image, self.verify_settings)
+            self.features[name] = verification.template_features(image, self.verify_settings)
         self.templates[name] = (vector / np.float32(max(np.linalg.norm(vector), 1e-12))).astype(np.float32)
 
     def remove(self, name: str) -> None:

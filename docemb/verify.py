@@ -6,14 +6,15 @@ Features (ORB by default, SIFT selectable; OpenCV 5 moved AKAZE out of its main 
 once per template. For a query, each of the embedding's top-K templates is matched (ratio test),
 a homography is fitted (USAC), and the inliers of a homography that could be a photo of the
 template re-rank the shortlist. Where either side has too few keypoints (a flat card) the cosine
-order stands.
+order stands. Templates also keep the features of a blurred copy, which a blurred capture is
+matched against: its corners and descriptors look like those, not like the sharp page's.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,9 @@ class VerifySettings:
     # enough_keypoints: blur and low light leave a page with almost no corners at fast_threshold
     retry_thresholds: tuple[int, ...] = (10, 5, 2)
     enough_keypoints: int = 100
+    # templates also keep features of a copy blurred by this Gaussian sigma (pixels at long_side;
+    # 0: none), which queries that needed a retry threshold are matched against
+    soft_sigma: float = 5.0
     long_side: int = 640  # images are resized to this long side first
     ratio: float = 0.8  # Lowe's ratio test
     estimator: str = "usac"  # of the homography: a key of ESTIMATORS
@@ -64,10 +68,18 @@ class Features:
     keypoints: np.ndarray  # (N, 2) float32 positions at long_side
     descriptors: np.ndarray | None
     size: tuple[int, int]  # (width, height) of the image at long_side
+    retried: bool = False  # found only at a retry threshold: the image is blurred or dim
+    soft: Features | None = None  # a template's: the features of its blurred copy
 
     @property
     def count(self) -> int:
         return len(self.keypoints)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays, the blurred copy's included."""
+        own = self.keypoints.nbytes + (self.descriptors.nbytes if self.descriptors is not None else 0)
+        return own + (self.soft.nbytes if self.soft is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -89,24 +101,45 @@ def _detector(settings: VerifySettings, fast_threshold: int):
 
 
 def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
-    """Keypoints and descriptors of an RGB uint8 image, resized to `settings.long_side`; ORB
-    lowers its corner threshold (`retry_thresholds`) for images with too few keypoints."""
+    """Keypoints and descriptors of an RGB uint8 image (a query), resized to `settings.long_side`;
+    ORB lowers its corner threshold (`retry_thresholds`) for images with too few keypoints."""
+    return _grey_features(_grey(image, settings), settings)
+
+
+def template_features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
+    """A template's `features`, with those of its blurred copy (`soft_sigma`) for blurred queries."""
+    grey = _grey(image, settings)
+    soft = _grey_features(cv2.GaussianBlur(grey, (0, 0), settings.soft_sigma), settings) if settings.soft_sigma > 0 else None
+    return replace(_grey_features(grey, settings), soft=soft)
+
+
+def _grey(image: np.ndarray, settings: VerifySettings) -> np.ndarray:
     scale = settings.long_side / max(image.shape[:2])
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    grey = cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+
+
+def _grey_features(grey: np.ndarray, settings: VerifySettings) -> Features:
     thresholds = (settings.fast_threshold, *settings.retry_thresholds) if settings.detector == "orb" else (0,)
-    for threshold in thresholds:
+    for retry, threshold in enumerate(thresholds):
         keypoints, descriptors = _detector(settings, threshold).detectAndCompute(grey, None)
         if len(keypoints) >= settings.enough_keypoints:
             break
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return Features(points, descriptors, (grey.shape[1], grey.shape[0]))
+    return Features(points, descriptors, (grey.shape[1], grey.shape[0]), retried=retry > 0)
+
+
+def counterpart(template: Features, query: Features) -> Features:
+    """The template's features a query is matched against: the blurred copy's for a blurred query."""
+    return template.soft if query.retried and template.soft is not None else template
 
 
 def inliers(query: Features, template: Features, settings: VerifySettings = VerifySettings()) -> int:
-    """Homography inliers among ratio-test matches; -1 when either side has too few keypoints;
-    0 without fitting when fewer than `min_inliers` matches pass the ratio test (no homography
-    could verify the pair, and a fit costs most on such pairs: almost every match is an outlier)."""
+    """Homography inliers among ratio-test matches with the template's `counterpart`; -1 when
+    either side has too few keypoints; 0 without fitting when fewer than `min_inliers` matches
+    pass the ratio test (no homography could verify the pair, and a fit costs most on such pairs:
+    almost every match is an outlier)."""
+    template = counterpart(template, query)
     if min(query.count, template.count) < settings.min_keypoints or query.descriptors is None or template.descriptors is None:
         return -1
     source, target = matches(query, template, settings)
@@ -227,7 +260,7 @@ def decide(ranked: list[Candidate], threshold: float, rule: VerifyRule) -> Verif
     return VerifiedDecision(best, best.cosine >= threshold, False, ranked)
 
 
-FEATURES_VERSION = 2  # 2: each image's size at long_side
+FEATURES_VERSION = 2  # 2: each image's size at long_side, and a template's blurred copy (arrays sk<i>, sd<i>)
 
 
 def features_path(store: str | os.PathLike) -> Path:
@@ -244,8 +277,10 @@ def save_features(path: str | os.PathLike, settings: VerifySettings, named: dict
     }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for i, item in enumerate(named.values()):
-        arrays[f"k{i}"] = item.keypoints
-        arrays[f"d{i}"] = item.descriptors if item.descriptors is not None else np.zeros((0, 32), np.uint8)
+        for prefix, part in (("", item), ("s", item.soft)):
+            if part is not None:
+                arrays[f"{prefix}k{i}"] = part.keypoints
+                arrays[f"{prefix}d{i}"] = part.descriptors if part.descriptors is not None else np.zeros((0, 32), np.uint8)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return Path(path).stat().st_size
@@ -262,10 +297,16 @@ def load_features(path: str | os.PathLike) -> tuple[VerifySettings, dict[str, Fe
                 )
             named = {}
             for i, (name, size) in enumerate(zip(meta["names"], meta["sizes"], strict=True)):
-                descriptors = data[f"d{i}"]
-                named[name] = Features(data[f"k{i}"], descriptors if len(descriptors) else None, tuple(size))
+                soft = _stored(data, "s", i, size) if f"sk{i}" in data else None
+                named[name] = replace(_stored(data, "", i, size), soft=soft)
     except FileNotFoundError:
         raise DocembError(f"{path}: missing; register the templates again with --verify") from None
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         raise DocembError(f"{path}: not a docemb features file ({exc})") from None
     return VerifySettings.from_dict(meta["settings"]), named
+
+
+def _stored(data, prefix: str, i: int, size: list[int]) -> Features:
+    """One feature set of a features file: arrays <prefix>k<i> and <prefix>d<i> ("s": a template's blurred copy)."""
+    descriptors = data[f"{prefix}d{i}"]
+    return Features(data[f"{prefix}k{i}"], descriptors if len(descriptors) else None, tuple(size))

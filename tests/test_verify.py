@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from docemb.verify import (
     plausible,
     rerank,
     save_features,
+    template_features,
 )
 
 
@@ -61,6 +64,17 @@ def test_a_blurred_dim_capture_is_verified_from_corners_found_at_a_lower_thresho
     assert features(shot, once).count < once.enough_keypoints and inliers(features(shot, once), features(page, once), once) < 15
     assert features(shot).count >= VerifySettings().enough_keypoints
     assert inliers(features(shot), features(page)) >= 30
+
+
+def test_a_blurred_capture_is_matched_against_the_templates_blurred_copy():
+    page = text_page(1)
+    template = template_features(page)
+    assert template.soft is not None and template.soft.size == template.size
+    shot = features((cv2.GaussianBlur(capture(page), (0, 0), 3.5) * 0.4).astype(np.uint8))
+    sharp_only = replace(template, soft=None)
+    assert shot.retried and inliers(shot, template) > 1.5 * inliers(shot, sharp_only)
+    clear = features(capture(page))
+    assert not clear.retried and inliers(clear, template) == inliers(clear, sharp_only)  # a sharp query: the sharp set
 
 
 @pytest.mark.parametrize(
@@ -120,6 +134,8 @@ def test_a_store_keeps_features_and_verification_overrules_a_wrong_cosine(tmp_pa
     assert 0 < size < 200_000
     again = TemplateStore.read(tmp_path / "pages.store")
     assert again.verify_settings == VerifySettings() and set(again.features) == {"page1", "page2"}
+    kept, made = again.features["page1"], store.features["page1"]
+    assert np.array_equal(kept.soft.descriptors, made.soft.descriptors) and kept.soft.size == made.soft.size
     query = np.array([0.7, 0.714])  # the embedding prefers page 2; the capture is of page 1
     plain = again.match(query, threshold=0.5)
     assert plain.best == "page2" and plain.inliers is None
