@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         help="count only homographies that could be a photo of the template (docemb.verify.plausible)",
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--plot", type=Path, help="PNG of Recall@1 with and without verification, and time against K")
     args = parser.parse_args(argv)
     settings = VerifySettings(
         detector=args.detector,
@@ -338,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(result))
     if args.out:
         write_json(args.out, result)
+    if args.plot:
+        from docemb.plots import verification_summary
+
+        print(f"wrote {verification_summary(result['rows'], result['ms_per_query'], args.plot)}")
 
 
 if __name__ == "__main__":

@@ -175,3 +175,33 @@ def collection_map(xy: np.ndarray, groups: list[str], path: str | Path, title: s
     if len(names) > 1:
         axis.legend(markerscale=2, fontsize=7, loc="best")
     return _save(figure, Path(path))
+
+
+def verification_summary(rows: list[dict], ms_per_query: dict[str, dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Left: Recall@1 by cosine (dashed) and verified (solid) per strength and kind of template;
+    right: time per query against shortlist length, one line per strength."""
+    figure, (recall_axis, time_axis) = plt.subplots(1, 2, figsize=(10, 4.2))
+    strengths = list(dict.fromkeys(row["strength"] for row in rows))
+    for group in dict.fromkeys(row["group"] for row in rows):
+        picked = {row["strength"]: row for row in rows if row["group"] == group}
+        x = [strengths.index(s) for s in picked]
+        (line,) = recall_axis.plot(x, [r["recall_verified"] for r in picked.values()], marker="o", label=f"{group}, verified")
+        recall_axis.plot(
+            x, [r["recall_cosine"] for r in picked.values()], ls="--", color=line.get_color(), label=f"{group}, cosine"
+        )
+    recall_axis.set_xticks(range(len(strengths)), strengths)
+    recall_axis.set_ylabel("Recall@1")
+    recall_axis.set_ylim(0, 1.01)
+    recall_axis.grid(alpha=0.3)
+    recall_axis.legend(fontsize=7, loc="lower left")
+    for strength, times in ms_per_query.items():
+        shortlist = sorted(times, key=int)
+        time_axis.plot([int(k) for k in shortlist], [times[k] for k in shortlist], marker="o", label=strength)
+    time_axis.set_xscale("log")
+    time_axis.set_yscale("log")
+    time_axis.set_xlabel("templates verified per query (K)")
+    time_axis.set_ylabel("ms per query, one thread")
+    time_axis.grid(alpha=0.3, which="both")
+    time_axis.legend(fontsize=7)
+    figure.suptitle(title or "geometric verification: what it adds and what it costs")
+    return _save(figure, Path(path))

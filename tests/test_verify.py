@@ -221,6 +221,10 @@ def test_the_benchmark_counts_the_work_a_phone_estimate_scales(small_model, tmp_
     assert cost["descriptor_bytes"] == 32 and min(cost["features_ms"], cost["match_ms"]) > 0
     assert 0 < cost["ransac_share"] <= 1 and cost["ransac_ms"] > 0  # a page's own capture always gets a fit
     assert {row["group"] for row in result["rows"]} == {"all", "page"} and set(result["ms_per_query"]["mild"]) == {"2", "4"}
+    from docemb.plots import verification_summary
+
+    width, height = Image.open(verification_summary(result["rows"], result["ms_per_query"], tmp_path / "v.png")).size
+    assert width > height > 300  # two panels side by side
 
 
 def test_a_pair_with_too_few_matches_to_verify_skips_ransac(monkeypatch):
