@@ -173,12 +173,12 @@ def _cost(
     for image in images[:n]:
         features(image, settings)
     features_ms = 1e3 * (time.perf_counter() - start) / min(n, len(images))
-    pairs = [
+    shortlisted = (
         (query, counterpart(named[i], query))
         for embedding, query in zip(captures.embeddings[:n], captures.features[:n])
         for i in np.argsort(-(templates @ embedding), kind="stable")[:k]
-        if min(query.count, counterpart(named[i], query).count) >= settings.min_keypoints
-    ]
+    )
+    pairs = [(query, template) for query, template in shortlisted if min(query.count, template.count) >= settings.min_keypoints]
     start = time.perf_counter()
     matched = [matches(query, template, settings) for query, template in pairs]
     match_ms = 1e3 * (time.perf_counter() - start) / len(pairs)

@@ -53,6 +53,17 @@ class VerifySettings:
     min_keypoints: int = 30  # fewer on either side: cosine decides
     min_inliers: int = 15  # fewer: the pair is not verified
 
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise DocembError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+        if self.estimator not in ESTIMATORS:
+            raise DocembError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+
+    @property
+    def thresholds(self) -> tuple[int, ...]:
+        """The FAST thresholds detection tries in turn (SIFT has none: one pass)."""
+        return (self.fast_threshold, *self.retry_thresholds) if self.detector == "orb" else (0,)
+
     def to_dict(self) -> dict:
         """The settings as JSON holds them (tuples as lists), so a contract read back compares equal."""
         return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
@@ -95,9 +106,7 @@ class Candidate:
 def _detector(settings: VerifySettings, fast_threshold: int):
     if settings.detector == "orb":
         return cv2.ORB_create(nfeatures=settings.features, fastThreshold=fast_threshold)
-    if settings.detector == "sift":
-        return cv2.SIFT_create(nfeatures=settings.features)
-    raise DocembError(f"unknown detector {settings.detector!r}; choose one of {', '.join(DETECTORS)}")
+    return cv2.SIFT_create(nfeatures=settings.features)
 
 
 def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
@@ -107,9 +116,11 @@ def features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> 
 
 
 def template_features(image: np.ndarray, settings: VerifySettings = VerifySettings()) -> Features:
-    """A template's `features`, with those of its blurred copy (`soft_sigma`) for blurred queries."""
+    """A template's `features`, with those of its blurred copy (`soft_sigma`) for blurred queries;
+    none where no query can be found blurred (no retry thresholds)."""
     grey = _grey(image, settings)
-    soft = _grey_features(cv2.GaussianBlur(grey, (0, 0), settings.soft_sigma), settings) if settings.soft_sigma > 0 else None
+    blurred_queries = settings.soft_sigma > 0 and len(settings.thresholds) > 1
+    soft = _grey_features(cv2.GaussianBlur(grey, (0, 0), settings.soft_sigma), settings) if blurred_queries else None
     return replace(_grey_features(grey, settings), soft=soft)
 
 
@@ -120,8 +131,7 @@ def _grey(image: np.ndarray, settings: VerifySettings) -> np.ndarray:
 
 
 def _grey_features(grey: np.ndarray, settings: VerifySettings) -> Features:
-    thresholds = (settings.fast_threshold, *settings.retry_thresholds) if settings.detector == "orb" else (0,)
-    for retry, threshold in enumerate(thresholds):
+    for retry, threshold in enumerate(settings.thresholds):
         keypoints, descriptors = _detector(settings, threshold).detectAndCompute(grey, None)
         if len(keypoints) >= settings.enough_keypoints:
             break
@@ -166,8 +176,6 @@ def homography_inliers(
     points it needs, or when that homography is not `plausible`."""
     if len(source) < 4:
         return 0
-    if settings.estimator not in ESTIMATORS:
-        raise DocembError(f"unknown estimator {settings.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     homography, mask = cv2.findHomography(source, target, ESTIMATORS[settings.estimator], settings.ransac_px)
     if mask is None or (settings.check_geometry and not plausible(homography, template_size, settings)):
         return 0
