@@ -18,8 +18,6 @@ import timm
 from docemb.model import ModelConfig, build_model
 from docemb.synth import generate
 
-REALDOCS = Path(__file__).resolve().parents[2] / "shared" / "realdocs"
-
 
 @pytest.fixture(scope="session")
 def synth_train(tmp_path_factory) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from PIL import Image
 from docemb.errors import DocembError
 from docemb.train import corpus
 from docemb.train.cards import ID1_ASPECT, font_glyphs, render_card
+
+REALDOCS_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "realdocs" / "manifest.csv"
 
 
 @pytest.mark.parametrize(
@@ -96,3 +99,51 @@ def test_cards_have_id1_proportions_and_differ_by_seed():
     b = render_card(font, codes[0], np.random.default_rng(1), long_side=128)
     assert a.size == (128, round(128 / ID1_ASPECT))
     assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def dejavu() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def test_a_brand_card_is_flat_in_the_brand_colour():
+    card = render_card(dejavu(), font_glyphs(dejavu())[0], np.random.default_rng(3), 128, background=(10, 120, 200))
+    assert card.getpixel((card.width - 1, 0)) == (10, 120, 200)  # above the logo, the band and the text
+
+
+def fake_brand_font(cache: Path, slugs: list[str]) -> None:
+    """simple-icons-font's two files where `npm pack` would have left them: DejaVu's glyphs as logos."""
+    package, version, font_member, listing_member, _ = corpus.BRAND_FONT
+    folder = cache / f"{package}-{version}"
+    folder.mkdir(parents=True)
+    (folder / Path(font_member).name).write_bytes(dejavu().read_bytes())
+    codes = font_glyphs(dejavu())
+    listing = [{"slug": s, "code": f"{c:04x}", "hex": "FF8800"} for s, c in zip(slugs, codes)]
+    (folder / Path(listing_member).name).write_text(json.dumps(listing))
+
+
+def test_brand_cards_leave_out_every_realdocs_brand(tmp_path):
+    taken = sorted(corpus.realdocs_brands())[:2]
+    fake_brand_font(tmp_path / "downloads", [*taken, "brand-a", "brand-b"])
+    options = corpus.CorpusOptions(out=tmp_path / "corpus", long_side=96)
+    manifest = corpus.build_corpus(options, ("brandcards",), cache=tmp_path / "downloads")
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file"].split("#")[1] for r in rows] == ["brand-a", "brand-b"]
+    assert {r["package"] for r in rows} == {"simple-icons-font"}
+    assert Image.open(options.out / rows[0]["path"]).convert("RGB").getpixel((95, 0)) == (255, 136, 0)
+
+
+def test_a_broken_brand_listing_is_named(tmp_path):
+    listing = tmp_path / "simple-icons.json"
+    listing.write_text('[{"slug": "x"}]')
+    with pytest.raises(DocembError, match="simple-icons.json"):
+        corpus.brand_icons(listing, set())
+
+
+@pytest.mark.skipif(not REALDOCS_MANIFEST.is_file(), reason="needs ../shared/realdocs")
+def test_the_excluded_brands_cover_every_realdocs_card():
+    with open(REALDOCS_MANIFEST, newline="") as handle:
+        used = {r["source"].split(": ")[1].split()[0] for r in csv.DictReader(handle) if r["kind"] == "card"}
+    assert used and used <= corpus.realdocs_brands()

