@@ -94,7 +94,7 @@ SYNTH_EVAL ?= $(HOME)/.cache/docemb/synth_eval
 PRETRAIN_OUT ?= $(HOME)/docemb-runs/pretrain-v4
 pretrain: | $(INSTALLED)
 	@test -d ../shared/realdocs/train || { echo "make pretrain trains on ../shared/realdocs/train (the project's real documents): not found"; exit 2; }
-	$(DOCEMB) corpus --out $(CORPUS)
+	$(DOCEMB) corpus --out $(CORPUS) --pieces pages photos cards
 	test -f $(SYNTH_EVAL)/manifest.csv || $(DOCEMB) synth --out $(SYNTH_EVAL) --n $(N_EVAL) --seed 1
 	if [ -f $(PRETRAIN_OUT)/checkpoints/latest.json ]; then \
 		$(DOCEMB) train --resume $(PRETRAIN_OUT); \
