@@ -115,8 +115,10 @@ def evaluate_models(
     strengths: tuple[str, ...] = CAPTURE_STRENGTHS,
     queries_per_template: int = 2,
     seed: int = 0,
+    query_crop: float = 1.0,
 ) -> list[QualityRow]:
-    """Every model on every folder and strength; all models see the very same captures."""
+    """Every model on every folder and strength; all models see the very same captures (known
+    and unknown alike centre-cropped to `query_crop`, docemb.preprocess.centre_crop)."""
     from docemb.embedders import load_embedder
 
     embedders = {path: load_embedder(path) for path in models}
@@ -129,10 +131,12 @@ def evaluate_models(
         unknown = folder / "unknown"
         templates_of: dict[Path, np.ndarray] = {}  # clean templates: the same pixels at every strength
         for strength in strengths:
-            eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed)
+            eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop)
             kinds = template_kinds(folder, eval_set.template_names)
             impostor_set = (
-                build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1) if unknown.is_dir() else None
+                build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1, query_crop=query_crop)
+                if unknown.is_dir()
+                else None
             )
             for path, (embed, _) in embedders.items():
                 if path not in templates_of:
@@ -179,18 +183,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--strengths", nargs="+", choices=CAPTURE_STRENGTHS, default=list(CAPTURE_STRENGTHS))
     parser.add_argument("--queries", type=int, default=2, help="captures per template and strength (default: 2)")
+    parser.add_argument(
+        "--query-crop",
+        type=float,
+        default=1.0,
+        help="keep this centre share of each capture's sides before embedding it (default 1: the whole capture)",
+    )
     parser.add_argument("--out", type=Path, help="write the rows and summary as JSON here")
 
 
 def run(args: argparse.Namespace) -> None:
+    if not 0 < args.query_crop <= 1:
+        raise DocembError(f"--query-crop {args.query_crop}: keeps a share of each side, in (0, 1]")
     for folder in args.data:
         if not folder.is_dir():
             raise DocembError(f"{folder}: eval folder not found")
-    rows = evaluate_models(args.models, args.data, tuple(args.strengths), args.queries)
+    rows = evaluate_models(args.models, args.data, tuple(args.strengths), args.queries, query_crop=args.query_crop)
     print(format_table(rows))
     print()
     for key, values in summary(rows).items():
         print(f"{key}: " + "  ".join(f"{name} {value:.3f}" for name, value in values.items()))
     if args.out:
-        write_json(args.out, {"rows": [asdict(row) for row in rows], "summary": summary(rows)})
+        write_json(args.out, {"rows": [asdict(row) for row in rows], "summary": summary(rows), "query_crop": args.query_crop})
         print(f"wrote {args.out}")

@@ -28,7 +28,7 @@ from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.embedders import Embedder, load_embedder
 from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
 from docemb.imageio import list_images, load_images
-from docemb.preprocess import Preprocessing
+from docemb.preprocess import Preprocessing, centre_crop
 from docemb.verify import (
     DETECTORS,
     ESTIMATORS,
@@ -78,11 +78,18 @@ class VerifyRow:
 
 
 def _captures(
-    images: list[np.ndarray], strength: str, seed: int, embed: Embedder, prep: Preprocessing, settings: VerifySettings
+    images: list[np.ndarray],
+    strength: str,
+    seed: int,
+    embed: Embedder,
+    prep: Preprocessing,
+    settings: VerifySettings,
+    query_crop: float = 1.0,
 ) -> Captures:
+    """The embedding sees the capture centre-cropped to `query_crop`; verification sees all of it."""
     rng = np.random.default_rng(seed)  # the order docemb.evaluation.build_eval_set draws in
     shots = [simulate_capture(image, strength, rng) for image in tqdm(images, desc=f"captures {strength}", leave=False)]
-    embeddings = embed_resized(embed, prep, np.stack([prep.resize(s) for s in shots]))
+    embeddings = embed_resized(embed, prep, np.stack([prep.resize(centre_crop(s, query_crop)) for s in shots]))
     return Captures(np.arange(len(shots)), embeddings, [features(s, settings) for s in shots])
 
 
@@ -217,6 +224,7 @@ def benchmark(
     calibrate_on: str,
     settings: VerifySettings,
     calibrate_data: Path | None = None,
+    query_crop: float = 1.0,
 ) -> dict:
     embed, prep = load_embedder(model)
     paths = list_images(folder / "templates" if (folder / "templates").is_dir() else folder)
@@ -229,14 +237,15 @@ def benchmark(
     )
     runs = {}
     for strength in [calibrate_on, *[s for s in strengths if s != calibrate_on]]:
-        known = _captures(images, strength, 0, embed, prep, settings)
-        unknown = _captures(unknown_images, strength, 1, embed, prep, settings) if unknown_images else None
+        known = _captures(images, strength, 0, embed, prep, settings, query_crop)
+        unknown = _captures(unknown_images, strength, 1, embed, prep, settings, query_crop) if unknown_images else None
         unknown_lists = _shortlists(unknown, templates, named, k, settings) if unknown else []
         runs[strength] = StrengthRun(known, unknown, _shortlists(known, templates, named, k, settings), unknown_lists)
     if calibrate_data is not None:
         pool = _sample(list_images(calibrate_data), CALIBRATION_IMAGES)
         pool_images = load_images(pool, max_side=EVAL_MAX_SIDE)[0]
-        impostors = _shortlists(_captures(pool_images, calibrate_on, 2, embed, prep, settings), templates, named, k, settings)
+        pool_captures = _captures(pool_images, calibrate_on, 2, embed, prep, settings, query_crop)
+        impostors = _shortlists(pool_captures, templates, named, k, settings)
         rule, calibrated_on = calibrate(impostors), f"{calibrate_on} captures of {len(pool)} images of {calibrate_data}"
     elif unknown_images:
         rule, calibrated_on = calibrate(runs[calibrate_on].unknown_lists), f"{calibrate_on} captures of {folder}/unknown"
@@ -251,6 +260,7 @@ def benchmark(
         "calibrated_on": calibrated_on,
         "settings": settings.to_dict(),
         "shortlist": k,
+        "query_crop": query_crop,
         "rows": [asdict(r) for r in rows],
         "feature_bytes_per_template": float(feature_bytes),
         "ms_per_query": timing,
@@ -269,7 +279,10 @@ def format_table(result: dict) -> str:
             f"{r['strength']:<8} {r['group'][:14]:<14} {r['queries']:>7} {r['recall_cosine']:8.3f} {r['in_shortlist']:8.3f}"
             f" {r['recall_verified']:8.3f}{tprs}"
         )
-    lines.append(f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}")
+    lines.append(
+        f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}"
+        f"; captures centre-cropped to {result['query_crop']} for the embedding"
+    )
     lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
     for strength, times in result["ms_per_query"].items():
         lines.append(f"ms per query, one thread, {strength}: " + "  ".join(f"K={k} {v:.1f}" for k, v in times.items()))
@@ -320,9 +333,14 @@ def main(argv: list[str] | None = None) -> None:
         default=VerifySettings.check_geometry,
         help="count only homographies that could be a photo of the template (docemb.verify.plausible)",
     )
+    parser.add_argument(
+        "--query-crop", type=float, default=1.0, help="centre share of each capture's sides the embedding sees (default 1)"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of Recall@1 with and without verification, and time against K")
     args = parser.parse_args(argv)
+    if not 0 < args.query_crop <= 1:
+        parser.error(f"--query-crop {args.query_crop}: keeps a share of each side, in (0, 1]")
     settings = VerifySettings(
         detector=args.detector,
         features=args.features,
@@ -334,7 +352,15 @@ def main(argv: list[str] | None = None) -> None:
         check_geometry=args.check_geometry,
     )
     result = benchmark(
-        args.model, args.data, args.strengths, args.k, args.time_k, args.calibrate_on, settings, args.calibrate_data
+        args.model,
+        args.data,
+        args.strengths,
+        args.k,
+        args.time_k,
+        args.calibrate_on,
+        settings,
+        args.calibrate_data,
+        args.query_crop,
     )
     print(format_table(result))
     if args.out:

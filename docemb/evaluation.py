@@ -17,7 +17,7 @@ from tqdm import tqdm
 from docemb.capture import simulate_capture
 from docemb.embedders import Embedder
 from docemb.imageio import OnError, list_images, load_images
-from docemb.preprocess import Preprocessing, stack_inputs
+from docemb.preprocess import Preprocessing, centre_crop, stack_inputs
 
 EVAL_MAX_SIDE = 512  # queries are distorted at about phone-crop resolution, then resized
 
@@ -48,9 +48,11 @@ def build_eval_set(
     seed: int = 0,
     limit: int | None = None,
     on_error: OnError = "raise",
+    query_crop: float = 1.0,
 ) -> EvalSet:
     """Templates are the images in `folder` (or in `folder/templates` when it has one); queries
-    are simulated phone captures (docemb.capture) at `strength`, seeded."""
+    are simulated phone captures (docemb.capture) at `strength`, seeded, each centre-cropped to
+    `query_crop` of its sides before resizing (1: whole)."""
     folder = Path(folder)
     root = folder / "templates" if (folder / "templates").is_dir() else folder
     paths = list_images(root)[:limit]
@@ -59,7 +61,7 @@ def build_eval_set(
     queries, labels = [], []
     for index, image in enumerate(tqdm(images, desc=f"queries {folder.name}", leave=False, unit="img")):
         for _ in range(queries_per_template):
-            queries.append(preprocessing.resize(simulate_capture(image, strength, rng)))
+            queries.append(preprocessing.resize(centre_crop(simulate_capture(image, strength, rng), query_crop)))
             labels.append(index)
     return EvalSet(
         name=f"{folder.parent.name}/{folder.name}",

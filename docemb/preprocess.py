@@ -73,4 +73,15 @@ def stack_inputs(preprocessing: Preprocessing, images: list[np.ndarray]) -> np.n
     return np.stack([preprocessing.resize(image) for image in images])
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "stack_inputs"]
+def centre_crop(rgb: np.ndarray, keep: float) -> np.ndarray:
+    """The centre `keep` share of each side. A capture that alignment left loose shows the
+    document smaller than its template, with background at the edges; cropping the capture (never
+    the template) brings the two back to one scale."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"centre crop keeps a share of each side in (0, 1], not {keep}")
+    h, w = rgb.shape[:2]
+    dy, dx = round(h * (1 - keep) / 2), round(w * (1 - keep) / 2)
+    return rgb[dy : h - dy, dx : w - dx]
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "centre_crop", "stack_inputs"]

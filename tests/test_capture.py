@@ -1,4 +1,5 @@
-"""The evaluation's capture simulation: seeded, growing with strength, apart from training's."""
+"""The evaluation's capture simulation: seeded, growing with strength, apart from training's; the
+centre crop that undoes a loose capture's margins."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import inspect
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from docemb import capture, photo
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
+from docemb.evaluation import build_eval_set
+from docemb.preprocess import Preprocessing, centre_crop
 
 
 def page(h: int = 200, w: int = 150) -> np.ndarray:
@@ -61,3 +65,33 @@ def imported_modules(module) -> set[str]:
 def test_evaluation_code_shares_nothing_with_the_training_augmentation():
     assert not imported_modules(capture) & {"albumentations", "docemb.photo"}
     assert "docemb.capture" not in imported_modules(photo)
+
+
+def test_a_centre_crop_brings_a_loose_capture_back_to_its_template_scale():
+    template = page(200, 150)
+    frame = np.full((200, 150, 3), 90, np.uint8)  # desk around the document, 4 % of each side
+    frame[8:192, 6:144] = np.asarray(Image.fromarray(template).resize((138, 184), Image.Resampling.BILINEAR))
+    prep = Preprocessing(size=64)
+    whole = np.abs(prep.resize(frame).astype(float) - prep.resize(template)).mean()
+    cropped = np.abs(prep.resize(centre_crop(frame, 0.92)).astype(float) - prep.resize(template)).mean()
+    assert centre_crop(frame, 0.92).shape == (184, 138, 3)
+    assert cropped < whole / 3
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.5, 1.2])
+def test_a_centre_crop_keeps_a_share_of_each_side(keep):
+    with pytest.raises(ValueError, match="share of each side"):
+        centre_crop(page(), keep)
+
+
+def test_eval_queries_are_the_seeded_captures_centre_cropped(tmp_path):
+    Image.fromarray(page()).save(tmp_path / "doc.png")
+    prep = Preprocessing(size=64)
+    eval_set = build_eval_set(tmp_path, prep, 2, "hard", seed=4, query_crop=0.9)
+    rng = np.random.default_rng(4)
+    expected = [prep.resize(centre_crop(simulate_capture(page(), "hard", rng), 0.9)) for _ in range(2)]
+    assert np.array_equal(eval_set.queries, np.stack(expected))
+    assert np.array_equal(
+        build_eval_set(tmp_path, prep, 2, "hard", seed=4).queries[0],
+        prep.resize(simulate_capture(page(), "hard", np.random.default_rng(4))),
+    )

@@ -69,3 +69,17 @@ def test_multiview_templates_score_a_query_by_their_best_view(tmp_path, small_mo
         (strength, name) for strength in ("mild", "hard") for name in ("clean", "mean of 2 views", "max over 2 views")
     ]
     assert all(0 <= r.recall_at_1 <= 1 and r.tpr_at_fpr is None for r in rows)  # synth_eval has no unknown/
+
+
+@pytest.mark.parametrize("keep", [0.0, 1.5])
+def test_evaluate_refuses_a_query_crop_outside_the_capture(tmp_path, keep):
+    import argparse
+
+    from docemb.benchmark.quality import add_arguments, run
+    from docemb.errors import DocembError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["m.safetensors", "--data", str(tmp_path), "--query-crop", str(keep)])
+    with pytest.raises(DocembError, match="--query-crop"):
+        run(args)

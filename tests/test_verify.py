@@ -235,3 +235,23 @@ def test_a_pair_with_too_few_matches_to_verify_skips_ransac(monkeypatch):
     monkeypatch.setattr(verify_module, "homography_inliers", lambda *args: fitted.append(args) or 99)
     assert inliers(photo, page) == 99 and len(fitted) == 1  # enough ratio-test matches: fitted
     assert inliers(photo, page, VerifySettings(min_inliers=10_000)) == 0 and len(fitted) == 1  # too few: not fitted
+
+
+def test_the_benchmark_crops_what_the_embedding_sees_and_verifies_the_whole_capture(small_model, tmp_path):
+    from docemb.benchmark.verification import _captures
+    from docemb.capture import simulate_capture
+    from docemb.embedders import load_embedder
+    from docemb.evaluation import embed_resized
+    from docemb.model import save_model
+    from docemb.preprocess import centre_crop
+
+    save_model(tmp_path / "m.safetensors", small_model)
+    embed, prep = load_embedder(tmp_path / "m.safetensors")
+    pages, settings = [text_page(0), text_page(1)], VerifySettings(features=300)
+    whole = _captures(pages, "medium", 0, embed, prep, settings)
+    cropped = _captures(pages, "medium", 0, embed, prep, settings, query_crop=0.9)
+    rng = np.random.default_rng(0)
+    shots = [simulate_capture(p, "medium", rng) for p in pages]
+    expected = embed_resized(embed, prep, np.stack([prep.resize(centre_crop(s, 0.9)) for s in shots]))
+    assert np.allclose(cropped.embeddings, expected, atol=1e-6) and not np.allclose(cropped.embeddings, whole.embeddings)
+    assert all(np.array_equal(a.descriptors, b.descriptors) for a, b in zip(whole.features, cropped.features))
