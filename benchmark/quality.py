@@ -116,9 +116,11 @@ def evaluate_models(
     queries_per_template: int = 2,
     seed: int = 0,
     query_crop: float = 1.0,
+    template_pad: float = 0.0,
 ) -> list[QualityRow]:
     """Every model on every folder and strength; all models see the very same captures (known
-    and unknown alike centre-cropped to `query_crop`, docemb.preprocess.centre_crop)."""
+    and unknown alike centre-cropped to `query_crop`, docemb.preprocess.centre_crop) and the same
+    templates (framed by `template_pad`, docemb.preprocess.loose_frame)."""
     from docemb.embedders import load_embedder
 
     embedders = {path: load_embedder(path) for path in models}
@@ -131,7 +133,9 @@ def evaluate_models(
         unknown = folder / "unknown"
         templates_of: dict[Path, np.ndarray] = {}  # clean templates: the same pixels at every strength
         for strength in strengths:
-            eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop)
+            eval_set = build_eval_set(
+                folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop, template_pad=template_pad
+            )
             kinds = template_kinds(folder, eval_set.template_names)
             impostor_set = (
                 build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1, query_crop=query_crop)
@@ -189,20 +193,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="keep this centre share of each capture's sides before embedding it (default 1: the whole capture)",
     )
+    parser.add_argument(
+        "--template-pad",
+        type=float,
+        default=0.0,
+        help="embed each template in a grey frame this share of its sides wide (default 0: none)",
+    )
     parser.add_argument("--out", type=Path, help="write the rows and summary as JSON here")
 
 
 def run(args: argparse.Namespace) -> None:
     if not 0 < args.query_crop <= 1:
         raise DocembError(f"--query-crop {args.query_crop}: keeps a share of each side, in (0, 1]")
+    if not 0 <= args.template_pad < 0.5:
+        raise DocembError(f"--template-pad {args.template_pad}: adds a share of each side, in [0, 0.5)")
     for folder in args.data:
         if not folder.is_dir():
             raise DocembError(f"{folder}: eval folder not found")
-    rows = evaluate_models(args.models, args.data, tuple(args.strengths), args.queries, query_crop=args.query_crop)
+    rows = evaluate_models(
+        args.models, args.data, tuple(args.strengths), args.queries, query_crop=args.query_crop, template_pad=args.template_pad
+    )
     print(format_table(rows))
     print()
     for key, values in summary(rows).items():
         print(f"{key}: " + "  ".join(f"{name} {value:.3f}" for name, value in values.items()))
     if args.out:
-        write_json(args.out, {"rows": [asdict(row) for row in rows], "summary": summary(rows), "query_crop": args.query_crop})
+        write_json(
+            args.out,
+            {
+                "rows": [asdict(row) for row in rows],
+                "summary": summary(rows),
+                "query_crop": args.query_crop,
+                "template_pad": args.template_pad,
+            },
+        )
         print(f"wrote {args.out}")

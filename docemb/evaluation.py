@@ -17,7 +17,7 @@ from tqdm import tqdm
 from docemb.capture import simulate_capture
 from docemb.embedders import Embedder
 from docemb.imageio import OnError, list_images, load_images
-from docemb.preprocess import Preprocessing, centre_crop, stack_inputs
+from docemb.preprocess import Preprocessing, centre_crop, loose_frame, stack_inputs
 
 EVAL_MAX_SIDE = 512  # queries are distorted at about phone-crop resolution, then resized
 
@@ -49,10 +49,12 @@ def build_eval_set(
     limit: int | None = None,
     on_error: OnError = "raise",
     query_crop: float = 1.0,
+    template_pad: float = 0.0,
 ) -> EvalSet:
-    """Templates are the images in `folder` (or in `folder/templates` when it has one); queries
-    are simulated phone captures (docemb.capture) at `strength`, seeded, each centre-cropped to
-    `query_crop` of its sides before resizing (1: whole)."""
+    """Templates are the images in `folder` (or in `folder/templates` when it has one), each in a
+    grey frame `template_pad` of its sides wide (0: none); queries are simulated phone captures
+    (docemb.capture) at `strength`, seeded, each centre-cropped to `query_crop` of its sides
+    before resizing (1: whole)."""
     folder = Path(folder)
     root = folder / "templates" if (folder / "templates").is_dir() else folder
     paths = list_images(root)[:limit]
@@ -66,7 +68,7 @@ def build_eval_set(
     return EvalSet(
         name=f"{folder.parent.name}/{folder.name}",
         template_names=[str(p.relative_to(root)) for p in paths],
-        templates=stack_inputs(preprocessing, images),
+        templates=stack_inputs(preprocessing, [loose_frame(image, template_pad) for image in images]),
         queries=np.stack(queries),
         query_labels=np.asarray(labels, dtype=np.int64),
     )

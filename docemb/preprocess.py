@@ -84,4 +84,16 @@ def centre_crop(rgb: np.ndarray, keep: float) -> np.ndarray:
     return rgb[dy : h - dy, dx : w - dx]
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "centre_crop", "stack_inputs"]
+def loose_frame(rgb: np.ndarray, share: float, grey: int = 128) -> np.ndarray:
+    """The image in a grey frame `share` of each side wide: a clean template drawn at the scale
+    loosely framed captures show documents at (the other way to bring the two to one scale)."""
+    if not 0 <= share < 0.5:
+        raise ValueError(f"a loose frame adds a share of each side in [0, 0.5), not {share}")
+    h, w = rgb.shape[:2]
+    dy, dx = round(h * share), round(w * share)
+    framed = np.full((h + 2 * dy, w + 2 * dx, 3), grey, np.uint8)
+    framed[dy : dy + h, dx : dx + w] = rgb
+    return framed
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "centre_crop", "loose_frame", "stack_inputs"]

@@ -1,5 +1,5 @@
 """The evaluation's capture simulation: seeded, growing with strength, apart from training's; the
-centre crop that undoes a loose capture's margins."""
+centre crop that undoes a loose capture's margins and the loose frame that gives templates them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from docemb import capture, photo
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.evaluation import build_eval_set
-from docemb.preprocess import Preprocessing, centre_crop
+from docemb.preprocess import Preprocessing, centre_crop, loose_frame
 
 
 def page(h: int = 200, w: int = 150) -> np.ndarray:
@@ -95,3 +95,22 @@ def test_eval_queries_are_the_seeded_captures_centre_cropped(tmp_path):
         build_eval_set(tmp_path, prep, 2, "hard", seed=4).queries[0],
         prep.resize(simulate_capture(page(), "hard", np.random.default_rng(4))),
     )
+
+
+def test_a_loose_frame_draws_the_template_at_a_loose_capture_scale():
+    template = page(200, 150)
+    framed = loose_frame(template, 0.05)
+    assert framed.shape == (220, 166, 3) and np.array_equal(framed[10:210, 8:158], template)
+    assert (framed[:10] == 128).all() and (framed[:, :8] == 128).all()
+    assert np.array_equal(loose_frame(template, 0.0), template)
+    with pytest.raises(ValueError, match="share of each side"):
+        loose_frame(template, 0.5)
+
+
+def test_eval_templates_are_framed_and_queries_unchanged(tmp_path):
+    Image.fromarray(page()).save(tmp_path / "doc.png")
+    prep = Preprocessing(size=64)
+    plain = build_eval_set(tmp_path, prep, 1, "mild", seed=2)
+    framed = build_eval_set(tmp_path, prep, 1, "mild", seed=2, template_pad=0.1)
+    assert np.array_equal(framed.templates[0], prep.resize(loose_frame(page(), 0.1)))
+    assert np.array_equal(framed.queries, plain.queries) and not np.array_equal(framed.templates, plain.templates)

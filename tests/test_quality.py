@@ -71,8 +71,10 @@ def test_multiview_templates_score_a_query_by_their_best_view(tmp_path, small_mo
     assert all(0 <= r.recall_at_1 <= 1 and r.tpr_at_fpr is None for r in rows)  # synth_eval has no unknown/
 
 
-@pytest.mark.parametrize("keep", [0.0, 1.5])
-def test_evaluate_refuses_a_query_crop_outside_the_capture(tmp_path, keep):
+@pytest.mark.parametrize(
+    "flag, value", [("--query-crop", 0.0), ("--query-crop", 1.5), ("--template-pad", -0.1), ("--template-pad", 0.5)]
+)
+def test_evaluate_refuses_a_crop_or_frame_outside_its_range(tmp_path, flag, value):
     import argparse
 
     from docemb.benchmark.quality import add_arguments, run
@@ -80,6 +82,6 @@ def test_evaluate_refuses_a_query_crop_outside_the_capture(tmp_path, keep):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["m.safetensors", "--data", str(tmp_path), "--query-crop", str(keep)])
-    with pytest.raises(DocembError, match="--query-crop"):
+    args = parser.parse_args(["m.safetensors", "--data", str(tmp_path), flag, str(value)])
+    with pytest.raises(DocembError, match=flag):
         run(args)
