@@ -28,7 +28,7 @@ from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.embedders import Embedder, load_embedder
 from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
 from docemb.imageio import list_images, load_images
-from docemb.preprocess import Preprocessing, centre_crop
+from docemb.preprocess import Preprocessing, centre_crop, loose_frame
 from docemb.verify import (
     DETECTORS,
     ESTIMATORS,
@@ -225,12 +225,13 @@ def benchmark(
     settings: VerifySettings,
     calibrate_data: Path | None = None,
     query_crop: float = 1.0,
+    template_pad: float = 0.0,
 ) -> dict:
     embed, prep = load_embedder(model)
     paths = list_images(folder / "templates" if (folder / "templates").is_dir() else folder)
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
     kinds = template_kinds(folder, [p.name for p in paths])
-    templates = embed_resized(embed, prep, np.stack([prep.resize(i) for i in images]))
+    templates = embed_resized(embed, prep, np.stack([prep.resize(loose_frame(i, template_pad)) for i in images]))
     named = [template_features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
     unknown_images = (
         load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)[0] if (folder / "unknown").is_dir() else []
@@ -261,6 +262,7 @@ def benchmark(
         "settings": settings.to_dict(),
         "shortlist": k,
         "query_crop": query_crop,
+        "template_pad": template_pad,
         "rows": [asdict(r) for r in rows],
         "feature_bytes_per_template": float(feature_bytes),
         "ms_per_query": timing,
@@ -281,7 +283,7 @@ def format_table(result: dict) -> str:
         )
     lines.append(
         f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}"
-        f"; captures centre-cropped to {result['query_crop']} for the embedding"
+        f"; for the embedding, captures centre-cropped to {result['query_crop']}, templates framed by {result['template_pad']}"
     )
     lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
     for strength, times in result["ms_per_query"].items():
@@ -336,11 +338,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--query-crop", type=float, default=1.0, help="centre share of each capture's sides the embedding sees (default 1)"
     )
+    parser.add_argument(
+        "--template-pad", type=float, default=0.0, help="grey frame around each template the embedding sees (default 0)"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of Recall@1 with and without verification, and time against K")
     args = parser.parse_args(argv)
     if not 0 < args.query_crop <= 1:
         parser.error(f"--query-crop {args.query_crop}: keeps a share of each side, in (0, 1]")
+    if not 0 <= args.template_pad < 0.5:
+        parser.error(f"--template-pad {args.template_pad}: adds a share of each side, in [0, 0.5)")
     settings = VerifySettings(
         detector=args.detector,
         features=args.features,
@@ -361,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         settings,
         args.calibrate_data,
         args.query_crop,
+        args.template_pad,
     )
     print(format_table(result))
     if args.out:
