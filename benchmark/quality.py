@@ -22,7 +22,7 @@ from docemb.atomic import write_json
 from docemb.capture import CAPTURE_STRENGTHS
 from docemb.errors import DocembError
 from docemb.evaluation import EvalSet, build_eval_set, embed_resized, top_k_indices
-from docemb.preprocess import Preprocessing
+from docemb.preprocess import Preprocessing, check_crop, check_frame
 
 OPEN_SET_FPR = 1e-2
 
@@ -131,7 +131,7 @@ def evaluate_models(
     rows = []
     for folder in folders:
         unknown = folder / "unknown"
-        templates_of: dict[Path, np.ndarray] = {}  # clean templates: the same pixels at every strength
+        templates_of: dict[Path, np.ndarray] = {}  # templates: the same pixels at every strength
         for strength in strengths:
             eval_set = build_eval_set(
                 folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop, template_pad=template_pad
@@ -187,6 +187,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--strengths", nargs="+", choices=CAPTURE_STRENGTHS, default=list(CAPTURE_STRENGTHS))
     parser.add_argument("--queries", type=int, default=2, help="captures per template and strength (default: 2)")
+    add_scale_arguments(parser)
+    parser.add_argument("--out", type=Path, help="write the rows and summary as JSON here")
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the embedding sees captures and templates (docemb.preprocess.centre_crop, loose_frame)."""
     parser.add_argument(
         "--query-crop",
         type=float,
@@ -199,14 +205,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="embed each template in a grey frame this share of its sides wide (default 0: none)",
     )
-    parser.add_argument("--out", type=Path, help="write the rows and summary as JSON here")
+
+
+def scale_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with --query-crop or --template-pad, naming the flag; None when both are fine."""
+    for flag, value, check in (("--query-crop", args.query_crop, check_crop), ("--template-pad", args.template_pad, check_frame)):
+        try:
+            check(value)
+        except ValueError as error:
+            return f"{flag} {value}: {error}"
+    return None
 
 
 def run(args: argparse.Namespace) -> None:
-    if not 0 < args.query_crop <= 1:
-        raise DocembError(f"--query-crop {args.query_crop}: keeps a share of each side, in (0, 1]")
-    if not 0 <= args.template_pad < 0.5:
-        raise DocembError(f"--template-pad {args.template_pad}: adds a share of each side, in [0, 0.5)")
+    if problem := scale_problem(args):
+        raise DocembError(problem)
     for folder in args.data:
         if not folder.is_dir():
             raise DocembError(f"{folder}: eval folder not found")

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from docemb.atomic import write_json
-from docemb.benchmark.quality import OPEN_SET_FPR, open_set, template_kinds
+from docemb.benchmark.quality import OPEN_SET_FPR, add_scale_arguments, open_set, scale_problem, template_kinds
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.embedders import Embedder, load_embedder
 from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
@@ -335,19 +335,12 @@ def main(argv: list[str] | None = None) -> None:
         default=VerifySettings.check_geometry,
         help="count only homographies that could be a photo of the template (docemb.verify.plausible)",
     )
-    parser.add_argument(
-        "--query-crop", type=float, default=1.0, help="centre share of each capture's sides the embedding sees (default 1)"
-    )
-    parser.add_argument(
-        "--template-pad", type=float, default=0.0, help="grey frame around each template the embedding sees (default 0)"
-    )
+    add_scale_arguments(parser)  # the embedding's view; verification sees whole captures and clean templates
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of Recall@1 with and without verification, and time against K")
     args = parser.parse_args(argv)
-    if not 0 < args.query_crop <= 1:
-        parser.error(f"--query-crop {args.query_crop}: keeps a share of each side, in (0, 1]")
-    if not 0 <= args.template_pad < 0.5:
-        parser.error(f"--template-pad {args.template_pad}: adds a share of each side, in [0, 0.5)")
+    if problem := scale_problem(args):
+        parser.error(problem)
     settings = VerifySettings(
         detector=args.detector,
         features=args.features,

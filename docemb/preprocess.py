@@ -73,12 +73,21 @@ def stack_inputs(preprocessing: Preprocessing, images: list[np.ndarray]) -> np.n
     return np.stack([preprocessing.resize(image) for image in images])
 
 
+def check_crop(keep: float) -> None:
+    if not 0 < keep <= 1:
+        raise ValueError(f"a centre crop keeps a share of each side in (0, 1], not {keep}")
+
+
+def check_frame(share: float) -> None:
+    if not 0 <= share < 0.5:
+        raise ValueError(f"a loose frame adds a share of each side in [0, 0.5), not {share}")
+
+
 def centre_crop(rgb: np.ndarray, keep: float) -> np.ndarray:
     """The centre `keep` share of each side. A capture that alignment left loose shows the
     document smaller than its template, with background at the edges; cropping the capture (never
     the template) brings the two back to one scale."""
-    if not 0 < keep <= 1:
-        raise ValueError(f"centre crop keeps a share of each side in (0, 1], not {keep}")
+    check_crop(keep)
     h, w = rgb.shape[:2]
     dy, dx = round(h * (1 - keep) / 2), round(w * (1 - keep) / 2)
     return rgb[dy : h - dy, dx : w - dx]
@@ -87,8 +96,7 @@ def centre_crop(rgb: np.ndarray, keep: float) -> np.ndarray:
 def loose_frame(rgb: np.ndarray, share: float, grey: int = 128) -> np.ndarray:
     """The image in a grey frame `share` of each side wide: a clean template drawn at the scale
     loosely framed captures show documents at (the other way to bring the two to one scale)."""
-    if not 0 <= share < 0.5:
-        raise ValueError(f"a loose frame adds a share of each side in [0, 0.5), not {share}")
+    check_frame(share)
     h, w = rgb.shape[:2]
     dy, dx = round(h * share), round(w * share)
     framed = np.full((h + 2 * dy, w + 2 * dx, 3), grey, np.uint8)
@@ -96,4 +104,13 @@ def loose_frame(rgb: np.ndarray, share: float, grey: int = 128) -> np.ndarray:
     return framed
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "centre_crop", "loose_frame", "stack_inputs"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Preprocessing",
+    "centre_crop",
+    "check_crop",
+    "check_frame",
+    "loose_frame",
+    "stack_inputs",
+]
