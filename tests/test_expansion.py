@@ -126,3 +126,21 @@ def test_capture_augmentation_puts_a_background_at_the_edges(synth_train):
     assert torch.equal(captured[(24, 5)][0], captured[(24, 5)][0])  # seeded
     edges = [(captured[(24, s)][0] - clean[(24, s)][0])[..., :, :2].abs().mean() for s in range(8)]
     assert float(np.median(edges)) > 0.3  # about a third of a standard deviation: not the page's own border
+
+
+def test_clean_share_shows_that_share_of_draws_as_registered(synth_train):
+    from docemb.imageio import list_images, load_images
+
+    images, _ = load_images(list_images(synth_train), max_side=96)
+    prep = Preprocessing(size=64)
+    clean = ExpandedTemplates(images, prep, augment="none", work_size=72)
+    captured = ExpandedTemplates(images, prep, augment="capture", work_size=72)
+    mixed = ExpandedTemplates(images, prep, augment="capture", work_size=72, clean_share=0.3)
+    draws = [(24 + s % 5, s) for s in range(200)]
+    as_registered = [torch.equal(mixed[d][0], clean[d][0]) for d in draws]
+    assert 0.2 < np.mean(as_registered) < 0.4
+    for draw, registered in zip(draws[:40], as_registered):
+        if not registered:  # an augmented draw is the one a run without clean views makes
+            assert torch.equal(mixed[draw][0], captured[draw][0])
+    with pytest.raises(ValueError, match="clean_share"):
+        ExpandedTemplates(images, prep, clean_share=1.0)

@@ -28,6 +28,7 @@ class TrainConfig:
     work_size: int = 160  # variants are distorted at this size, then resized to input_size
     num_variants: int = 24  # 24 = 8 rotations/flips x {whole, top, bottom}; 1 = no expansion
     augment: str = "capture"  # capture (loose crop on a background + capture effects) | photo (milder) | none
+    clean_share: float = 0.0  # share of views shown unaugmented, as a registered template looks
     # model
     arch: str = "lcnet_050"
     input_size: int = 128
@@ -92,6 +93,8 @@ class TrainConfig:
             SourceSpec.parse(text)
         if self.augment not in ("capture", "photo", "none"):
             raise DocembError(f"augment must be capture, photo or none, got {self.augment!r}")
+        if not 0.0 <= self.clean_share < 1.0:
+            raise DocembError(f"clean_share must be in [0, 1), got {self.clean_share}")
         if self.eval_strength not in CAPTURE_STRENGTHS:
             raise DocembError(f"eval_strength must be one of {', '.join(CAPTURE_STRENGTHS)}, got {self.eval_strength!r}")
         if self.schedule not in ("cosine", "poly"):

@@ -23,6 +23,10 @@ class ExpandedTemplates(Dataset):
     preprocessed exactly as at inference. `augment="capture"` first puts the variant on another
     image of the pool as a loose crop would (background at the edges), then applies the capture
     pipeline; `"photo"` is the older, milder photo pipeline; `"none"` trains on clean variants.
+
+    `clean_share` of the seeded draws skip the augmentation and show the variant as registered:
+    users register clean templates, and a model that has only seen captures puts a clean
+    template away from its own captures (docs/training.md, "Clean views").
     """
 
     def __init__(
@@ -33,16 +37,20 @@ class ExpandedTemplates(Dataset):
         augment: str = "capture",
         work_size: int = 160,
         seed: int = 0,
+        clean_share: float = 0.0,
     ) -> None:
         if num_variants not in (1, 24):
             raise ValueError("num_variants must be 24 (full expansion) or 1 (no expansion)")
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        if not 0.0 <= clean_share < 1.0:
+            raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
         self.images = images
         self.preprocessing = preprocessing
         self.num_variants = num_variants
         self.work = Preprocessing(size=work_size)
         self.augment = augment
+        self.clean_share = clean_share
         pipelines = {"capture": capture_augmentation, "photo": lambda seed: photo_distortion("medium", seed=seed)}
         self.pipeline = pipelines[augment](seed) if augment != "none" else None
 
@@ -59,7 +67,7 @@ class ExpandedTemplates(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         image_index, k = divmod(index, self.num_variants)
         image = self.work.resize(variant_image(self.images[image_index], k))
-        if self.pipeline is not None:
+        if self.pipeline is not None and not self._clean(seed):
             if seed is not None:
                 self.pipeline.set_random_seed(seed)
             if self.augment == "capture":
@@ -68,6 +76,13 @@ class ExpandedTemplates(Dataset):
                 image = loose_capture(image, background, rng)
             image = distort(image, self.pipeline)
         return torch.from_numpy(self.preprocessing(image)), index
+
+    def _clean(self, seed: int | None) -> bool:
+        """Whether this draw stays clean: from a stream of its own, so the augmentation's draws
+        are the same whatever the share."""
+        if not self.clean_share:
+            return False
+        return bool(np.random.default_rng(None if seed is None else (seed, 1)).random() < self.clean_share)
 
 
 class ClassBatchSampler(Sampler[list[tuple[int, int]]]):

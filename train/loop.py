@@ -213,7 +213,13 @@ def sampled_classes_per_step(config: TrainConfig, runtime: Runtime) -> int:
 
 def _dataset(config: TrainConfig, pool: TemplatePool, runtime: Runtime, model: EmbeddingModel) -> ExpandedTemplates:
     dataset = ExpandedTemplates(
-        pool, model.preprocessing, config.num_variants, augment=config.augment, work_size=config.work_size, seed=config.seed
+        pool,
+        model.preprocessing,
+        config.num_variants,
+        augment=config.augment,
+        work_size=config.work_size,
+        seed=config.seed,
+        clean_share=config.clean_share,
     )
     classes_per_step = sampled_classes_per_step(config, runtime)
     if dataset.num_classes < classes_per_step:
@@ -297,7 +303,14 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     # own generator: creating the loader must not draw from the global RNG that a
     # checkpoint restores, or a resumed run would sample different PartialFC centres
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(run.dataset, batch_sampler=run.sampler, num_workers=config.workers, generator=generator)
+    loader = DataLoader(
+        run.dataset,
+        batch_sampler=run.sampler,
+        num_workers=config.workers,
+        generator=generator,
+        worker_init_fn=_one_thread_per_worker,
+        pin_memory=run.device.type == "cuda",
+    )
     losses = []
     epoch_start = waited = time.perf_counter()
     data_seconds = 0.0  # time the step waited for its batch: augmentation not hidden by the workers
@@ -326,6 +339,13 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         "images_per_s": images / seconds,
         "data_wait_share": data_seconds / seconds,
     }
+
+
+def _one_thread_per_worker(_worker_id: int) -> None:
+    """Workers are sized to the cores; OpenCV's own thread pool in each would oversubscribe them."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
