@@ -109,6 +109,13 @@ def _rows(
     return rows
 
 
+def model_labels(models: list[Path]) -> dict[Path, str]:
+    """Each model's file name, or its path where two share a name (two runs' model.safetensors),
+    so neither hides the other in the summary."""
+    names = [path.name for path in models]
+    return {path: path.name if names.count(path.name) == 1 else str(path) for path in models}
+
+
 def evaluate_models(
     models: list[Path],
     folders: list[Path],
@@ -124,6 +131,7 @@ def evaluate_models(
     from docemb.embedders import load_embedder
 
     embedders = {path: load_embedder(path) for path in models}
+    labels = model_labels(models)
     preps = {prep for _, prep in embedders.values()}
     if len(preps) != 1:
         raise DocembError("models disagree on preprocessing; evaluate models of one input size together")
@@ -148,7 +156,7 @@ def evaluate_models(
                 templates = templates_of[path]
                 queries = embed_resized(embed, prep, eval_set.queries)
                 impostors = embed_resized(embed, prep, impostor_set.queries) if impostor_set else None
-                rows.extend(_rows(path.name, eval_set, strength, kinds, templates, queries, impostors))
+                rows.extend(_rows(labels[path], eval_set, strength, kinds, templates, queries, impostors))
     return rows
 
 

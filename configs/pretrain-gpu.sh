@@ -18,7 +18,7 @@ shm_kb=$(df --output=size -k /dev/shm | tail -1)
 if [ "$shm_kb" -lt 8000000 ]; then mount -o remount,size=16G /dev/shm || echo "small /dev/shm: ${shm_kb} kB"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"
 python3 -c "import docemb.torchvision_fix, torch, timm, albumentations; print('torch', torch.__version__, 'timm', timm.__version__, 'albumentations', albumentations.__version__, 'cpus', __import__('os').cpu_count())"
-train() { python3 -m docemb.train --config "$config" --checkpoint-every 0 --no-tensorboard "$@" 2>&1 | tr '\r' '\n' | grep -v '^synth' | awk 'NR % 50 == 1 || !/batch\/s/'; }
+train() { python3 -P -m docemb.train --config "$config" --checkpoint-every 0 --no-tensorboard "$@" 2>&1 | tr '\r' '\n' | grep -v '^synth' | awk 'NR % 50 == 1 || !/batch\/s/'; }
 train --out $work/probe --epochs 1 --steps-per-epoch "$probe_steps"
 rate=$(python3 -c "import csv; print(list(csv.DictReader(open('$work/probe/metrics.csv')))[-1]['images_per_s'])")
 batch=$(python3 -c "import yaml; print(yaml.safe_load(open('$config'))['batch_size'])")

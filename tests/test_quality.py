@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from docemb.benchmark.quality import evaluate_models, format_table, open_set, summary, template_kinds
+from docemb.benchmark.quality import evaluate_models, format_table, model_labels, open_set, summary, template_kinds
 from docemb.capture import CAPTURE_STRENGTHS
 from docemb.model import save_model
 
@@ -85,3 +85,8 @@ def test_evaluate_refuses_a_crop_or_frame_outside_its_range(tmp_path, flag, valu
     args = parser.parse_args(["m.safetensors", "--data", str(tmp_path), flag, str(value)])
     with pytest.raises(DocembError, match=flag):
         run(args)
+
+
+def test_two_runs_models_of_one_name_are_told_apart(tmp_path):
+    a, b, c = tmp_path / "run1" / "model.safetensors", tmp_path / "run2" / "model.safetensors", tmp_path / "v4.safetensors"
+    assert model_labels([a, b, c]) == {a: str(a), b: str(b), c: "v4.safetensors"}

@@ -1,6 +1,7 @@
 """CPU smoke tests of training on generated documents: it runs, writes its files, resumes."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -263,3 +264,20 @@ def test_ablation_variants_drop_data_sources_by_name_and_refuse_what_names_none(
     for name, problem in [("without=photos", "must name some"), ("without=s", "must name some"), ("head=gn", "unknown")]:
         with pytest.raises(DocembError, match=problem):
             variant_changes(name, base)
+
+
+def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_config, synth_eval, tmp_path):
+    from docemb.model import read_model_metadata
+    from docemb.train.release import measure_held_out, release
+
+    run = tmp_path / "run"
+    train(dataclasses.replace(tiny_config(run, epochs=1), eval_data=[]))  # as on a lent GPU, with a data bundle
+    assert json.loads((run / "report.json").read_text())["thresholds"] == {}
+    measure_held_out(run, [str(synth_eval)])
+    report = json.loads((run / "report.json").read_text())
+    name = f"{synth_eval.parent.name}/{synth_eval.name}"
+    assert 0 <= report["trained"][f"{name}/recall@1"] <= 1 and report["eval_data"] == [str(synth_eval)]
+    card = release(run, tmp_path / "tiny.safetensors", recipe="configs/pretrain-gpu.sh")
+    shipped = read_model_metadata(tmp_path / "tiny.safetensors")
+    assert shipped["thresholds"]["match"]["threshold"] == report["thresholds"][name][3]["threshold"]
+    assert "recipe: `configs/pretrain-gpu.sh`" in card.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from docemb.atomic import atomic_path, write_text
+from docemb.atomic import atomic_path, write_json, write_text
 from docemb.contract import threshold_table
 from docemb.errors import DocembError
 from docemb.model import read_model_metadata
@@ -62,7 +63,29 @@ def _whitening_lines(metadata: dict) -> list[str]:
     ]
 
 
-def model_card(run_dir: Path, weights: Path, figures: Path | None, weights_metadata: dict | None = None) -> str:
+def measure_held_out(run_dir: Path, eval_data: list[str]) -> None:
+    """Evaluate a run that trained away from its held-out sets (a lent GPU: the data bundle
+    leaves them behind) as its last epoch would have, and write the figures, the threshold
+    table and its plots into the run folder, so the released weights carry measured thresholds."""
+    from docemb.evaluation import build_eval_set
+    from docemb.model import load_model
+    from docemb.train.loop import MODEL_FILE, evaluate_model, write_evaluation
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    model = load_model(run_dir / MODEL_FILE)
+    sets = [
+        build_eval_set(os.path.expanduser(path), model.preprocessing, config["eval_queries"], config["eval_strength"], config["seed"])
+        for path in eval_data
+    ]
+    metrics, embeddings = evaluate_model(model, sets)
+    report = json.loads((run_dir / "report.json").read_text())
+    report.update(trained=metrics, thresholds=write_evaluation(sets, embeddings, run_dir / "plots"), eval_data=eval_data)
+    write_json(run_dir / "report.json", report)
+
+
+def model_card(
+    run_dir: Path, weights: Path, figures: Path | None, weights_metadata: dict | None = None, recipe: str = RECIPE
+) -> str:
     weights_metadata = weights_metadata or {}
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     report = json.loads((run_dir / "report.json").read_text())
@@ -75,8 +98,8 @@ def model_card(run_dir: Path, weights: Path, figures: Path | None, weights_metad
         f"`docemb export --ckpt {weights}`; fine-tune on your own templates with `docemb train --init {weights} ...`.",
         "",
         "## How it was made",
-        f"- recipe: `{RECIPE}`",
-        f"- initialisation: {config.get('pretrained') or 'random'}",
+        f"- recipe: `{recipe}`",
+        f"- initialisation: {config.get('init') or config.get('pretrained') or 'random'}",
         f"- commit {_commit()}; {report['epochs']} epochs; last session {report['train_seconds_this_session'] / 60:.0f} min "
         f"at {report['images_per_s']:.0f} images/s on {report['device']} ({report['cpu_count']} cores, {report['threads']} threads, "
         f"{platform.processor() or platform.machine()})",
@@ -102,7 +125,9 @@ def model_card(run_dir: Path, weights: Path, figures: Path | None, weights_metad
     return "\n".join(lines) + "\n"
 
 
-def release(run_dir: Path, weights: Path, figures: Path | None = None, model: Path | None = None) -> Path:
+def release(
+    run_dir: Path, weights: Path, figures: Path | None = None, model: Path | None = None, recipe: str = RECIPE
+) -> Path:
     """Write the run's model (or `model`, such as its whitened copy) to `weights` with its match
     thresholds inside (export puts them in every contract; the run folder does not travel with
     the weights), and the card beside it."""
@@ -119,7 +144,7 @@ def release(run_dir: Path, weights: Path, figures: Path | None = None, model: Pa
     with atomic_path(weights) as tmp:
         save_file(state, tmp, metadata={key: json.dumps(value) for key, value in metadata.items()})
     card = weights.with_suffix(".md")
-    write_text(card, model_card(run_dir, weights, figures, metadata))
+    write_text(card, model_card(run_dir, weights, figures, metadata, recipe))
     return card
 
 
@@ -129,9 +154,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (its card goes beside it as .md)")
     parser.add_argument("--figures", type=Path, help="JSON written by `docemb evaluate --out`")
     parser.add_argument("--model", type=Path, help="the model file to release (default: the run's model.safetensors)")
+    parser.add_argument("--recipe", default=RECIPE, help="the command that made the run, for the card")
+    parser.add_argument(
+        "--eval-data", nargs="+", metavar="FOLDER", help="measure the held-out figures and thresholds first (a run trained without them)"
+    )
     args = parser.parse_args()
     try:
-        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures, args.model)}")
+        if args.eval_data:
+            measure_held_out(args.run_dir, args.eval_data)
+        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures, args.model, args.recipe)}")
     except DocembError as exc:
         raise SystemExit(f"release: error: {exc}") from None
 
