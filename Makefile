@@ -33,7 +33,7 @@ MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
 # The shipped weights (`make pretrain` makes them): export-int8 starts from them unless CKPT is
 # given or FROM_SCRATCH=1.
-WEIGHTS ?= weights/docemb-lcnet_100-v4.safetensors
+WEIGHTS ?= weights/docemb-lcnet_100-v6.safetensors
 FROM_SCRATCH ?=
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
 # Calibration images: the training documents, and the real training pool when there is one.
@@ -92,6 +92,8 @@ train: $(TRAINED)
 CORPUS ?= $(HOME)/.cache/docemb/corpus
 SYNTH_EVAL ?= $(HOME)/.cache/docemb/synth_eval
 PRETRAIN_OUT ?= $(HOME)/docemb-runs/pretrain-v4
+# make pretrain's product is v4, the start of the GPU phase (configs/pretrain-gpu.yaml) that made the shipped v6
+PRETRAIN_WEIGHTS ?= weights/docemb-lcnet_100-v4.safetensors
 pretrain: | $(INSTALLED)
 	@test -d ../shared/realdocs/train || { echo "make pretrain trains on ../shared/realdocs/train (the project's real documents): not found"; exit 2; }
 	$(DOCEMB) corpus --out $(CORPUS) --pieces pages photos cards
@@ -102,7 +104,7 @@ pretrain: | $(INSTALLED)
 		$(DOCEMB) train --config configs/pretrain.yaml --out $(PRETRAIN_OUT); \
 	fi
 	$(DOCEMB) evaluate $(PRETRAIN_OUT)/model.safetensors --data ../shared/realdocs/eval $(SYNTH_EVAL) --out $(PRETRAIN_OUT)/evaluate.json
-	$(BIN)/python -m docemb.train.release $(PRETRAIN_OUT) --out $(WEIGHTS) --figures $(PRETRAIN_OUT)/evaluate.json
+	$(BIN)/python -m docemb.train.release $(PRETRAIN_OUT) --out $(PRETRAIN_WEIGHTS) --figures $(PRETRAIN_OUT)/evaluate.json
 
 # Which int8 kinds get a quantization-aware fine-tune where post-training int8 misses the drift
 # target, and for how many steps: static ONNX and TFLite only (`docemb quantize` alone fine-tunes
