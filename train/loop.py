@@ -308,7 +308,6 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         batch_sampler=run.sampler,
         num_workers=config.workers,
         generator=generator,
-        worker_init_fn=_one_thread_per_worker,
         pin_memory=run.device.type == "cuda",
     )
     losses = []
@@ -339,13 +338,6 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         "images_per_s": images / seconds,
         "data_wait_share": data_seconds / seconds,
     }
-
-
-def _one_thread_per_worker(_worker_id: int) -> None:
-    """Workers are sized to the cores; OpenCV's own thread pool in each would oversubscribe them."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
