@@ -5,7 +5,7 @@
 #   make test          run the test suite (make test-all: slow tests too)
 #   make bench         the full benchmark report of those models, with peer backbones (after export-int8)
 #   make android-assets  the int8 model, its contract and golden files into android_demo (after export-int8)
-#   make pretrain      build the corpus and train the shipped weights (hours on a CPU; resumable)
+#   make pretrain      build the corpus and train v4, the CPU phase of the shipped weights (hours; resumable)
 # Each creates .venv and installs pinned versions on first use.
 
 PYTHON ?= python3
@@ -31,8 +31,8 @@ RAY_INSTALLED := $(VENV)/.installed-ray
 DATA := $(OUT)/synth
 MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
-# The shipped weights (`make pretrain` makes them): export-int8 starts from them unless CKPT is
-# given or FROM_SCRATCH=1.
+# The shipped weights (v4 from `make pretrain`, trained on by configs/pretrain-gpu.sh): export-int8
+# starts from them unless CKPT is given or FROM_SCRATCH=1.
 WEIGHTS ?= weights/docemb-lcnet_100-v6.safetensors
 FROM_SCRATCH ?=
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
@@ -87,7 +87,7 @@ $(TRAINED): $(DATA)/train/manifest.csv $(DATA)/eval/manifest.csv
 
 train: $(TRAINED)
 
-# The shipped weights' recipe (configs/pretrain.yaml). Corpus and checkpoints live outside the
+# The shipped weights' CPU phase (configs/pretrain.yaml). Corpus and checkpoints live outside the
 # clone; a killed run resumes from its last checkpoint. It trains on the project's realdocs/train.
 CORPUS ?= $(HOME)/.cache/docemb/corpus
 SYNTH_EVAL ?= $(HOME)/.cache/docemb/synth_eval
