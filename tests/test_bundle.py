@@ -38,6 +38,8 @@ def test_a_bundle_refuses_a_folder_in_use_and_a_bad_quality(tiny_config, synth_t
     with pytest.raises(SystemExit):
         main(["--config", "x.yaml", "--out", str(tmp_path / "b2"), "--quality", "100"])
     assert "--quality" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="x.yaml: config file not found"):
+        main(["--config", str(tmp_path / "x.yaml"), "--out", str(tmp_path / "b2")])
 
 
 def test_bundle_command_packs_a_config_file(synth_train, tmp_path, capsys):

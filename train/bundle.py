@@ -72,15 +72,18 @@ def bundle(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m docemb.train.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the run's YAML config (as for docemb train --config)")
-    parser.add_argument("--out", required=True, type=Path, help="new folder for the JPEGs and the rewritten config")
+    parser.add_argument("--out", required=True, type=Path, help="new folder for the images and the rewritten config")
     parser.add_argument("--max-side", type=int, help="decode at this long side (default: the config's max_side)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="webp", help="image format of the bundle")
     parser.add_argument("--quality", type=int, default=70, help="WebP or JPEG quality")
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 95:
         parser.error(f"--quality must be in 1..95, got {args.quality}")
-    config = resolve(argparse.Namespace(config=args.config, max_side=args.max_side))
-    _, packed = bundle(config, args.out, args.format, args.quality)
+    try:
+        config = resolve(argparse.Namespace(config=args.config, max_side=args.max_side))
+        _, packed = bundle(config, args.out, args.format, args.quality)
+    except DocembError as exc:
+        raise SystemExit(f"bundle: error: {exc}") from None
     for p in packed:
         print(f"{p.spec.kind}:{p.spec.path}@{p.spec.weight:g}  {p.images} images  {p.bytes / 2**20:.1f} MiB  -> {p.folder}")
     print(f"{args.out}: {sum(p.images for p in packed)} images, {sum(p.bytes for p in packed) / 2**20:.1f} MiB; train with")
