@@ -17,6 +17,11 @@ from docemb.options import add_dataclass_arguments, resolved_values
 from docemb.train.sources import SourceSpec
 
 
+def check_clean_share(share: float) -> None:
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"clean_share must be in [0, 1), got {share}")
+
+
 @dataclass
 class TrainConfig:
     # data
@@ -93,8 +98,10 @@ class TrainConfig:
             SourceSpec.parse(text)
         if self.augment not in ("capture", "photo", "none"):
             raise DocembError(f"augment must be capture, photo or none, got {self.augment!r}")
-        if not 0.0 <= self.clean_share < 1.0:
-            raise DocembError(f"clean_share must be in [0, 1), got {self.clean_share}")
+        try:
+            check_clean_share(self.clean_share)
+        except ValueError as exc:
+            raise DocembError(str(exc)) from None
         if self.eval_strength not in CAPTURE_STRENGTHS:
             raise DocembError(f"eval_strength must be one of {', '.join(CAPTURE_STRENGTHS)}, got {self.eval_strength!r}")
         if self.schedule not in ("cosine", "poly"):

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset, Sampler
 
 from docemb.photo import capture_augmentation, distort, loose_capture, photo_distortion
 from docemb.preprocess import Preprocessing
+from docemb.train.config import check_clean_share
 from docemb.train.expansion import variant_image
 
 AUGMENTATIONS = ("capture", "photo", "none")
@@ -43,8 +44,7 @@ class ExpandedTemplates(Dataset):
             raise ValueError("num_variants must be 24 (full expansion) or 1 (no expansion)")
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
-        if not 0.0 <= clean_share < 1.0:
-            raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
+        check_clean_share(clean_share)
         self.images = images
         self.preprocessing = preprocessing
         self.num_variants = num_variants

@@ -149,7 +149,7 @@ def build_run(config: TrainConfig, resume: bool = False) -> Run:
     pool = TemplatePool(_load_sources(config, folder, runtime.is_main))
     model = _initial_model(config, config.model_config())
     dataset = _dataset(config, pool, runtime, model)
-    eval_sets = [_eval_set(config, path, model) for path in config.eval_data] if runtime.is_main else []
+    eval_sets = [held_out_set(config, path, model) for path in config.eval_data] if runtime.is_main else []
     if runtime.is_main:
         _print_data(config, folder, pool, dataset, eval_sets, runtime)
     pfc, distill, teacher_targets = _heads(config, pool, dataset, folder, runtime.is_main)
@@ -229,7 +229,8 @@ def _dataset(config: TrainConfig, pool: TemplatePool, runtime: Runtime, model: E
     return dataset
 
 
-def _eval_set(config: TrainConfig, path: str, model: EmbeddingModel) -> EvalSet:
+def held_out_set(config: TrainConfig, path: str, model: EmbeddingModel) -> EvalSet:
+    """The held-out captures of `path` that the run's figures and thresholds are measured on."""
     return build_eval_set(
         os.path.expanduser(path), model.preprocessing, config.eval_queries, config.eval_strength, seed=config.seed
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -67,16 +66,13 @@ def measure_held_out(run_dir: Path, eval_data: list[str]) -> None:
     """Evaluate a run that trained away from its held-out sets (a lent GPU: the data bundle
     leaves them behind) as its last epoch would have, and write the figures, the threshold
     table and its plots into the run folder, so the released weights carry measured thresholds."""
-    from docemb.evaluation import build_eval_set
     from docemb.model import load_model
-    from docemb.train.loop import MODEL_FILE, evaluate_model, write_evaluation
+    from docemb.train.config import TrainConfig
+    from docemb.train.loop import MODEL_FILE, evaluate_model, held_out_set, write_evaluation
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
     model = load_model(run_dir / MODEL_FILE)
-    sets = [
-        build_eval_set(os.path.expanduser(path), model.preprocessing, config["eval_queries"], config["eval_strength"], config["seed"])
-        for path in eval_data
-    ]
+    sets = [held_out_set(config, path, model) for path in eval_data]
     metrics, embeddings = evaluate_model(model, sets)
     report = json.loads((run_dir / "report.json").read_text())
     report.update(trained=metrics, thresholds=write_evaluation(sets, embeddings, run_dir / "plots"), eval_data=eval_data)
