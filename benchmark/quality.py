@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ class QualityRow:
     recall_at_5: float
     tpr_at_fpr: float | None  # open-set TPR at OPEN_SET_FPR, None without impostors
     threshold: float | None
+    template_frame: float  # the grey frame the templates were embedded in (docemb.preprocess.loose_frame)
 
 
 def manifest_rows(images: Path) -> tuple[Path, list[dict[str, str]]] | None:
@@ -83,6 +84,7 @@ def _rows(
     templates: np.ndarray,
     queries: np.ndarray,
     impostors: np.ndarray | None,
+    template_frame: float,
 ) -> list[QualityRow]:
     top = top_k_indices(queries, templates, 5)
     scores = queries @ templates.T
@@ -104,6 +106,7 @@ def _rows(
                 float((top[pick] == eval_set.query_labels[pick, None]).any(axis=1).mean()),
                 tpr,
                 threshold,
+                template_frame,
             )
         )
     return rows
@@ -123,28 +126,32 @@ def evaluate_models(
     queries_per_template: int = 2,
     seed: int = 0,
     query_crop: float = 1.0,
-    template_pad: float = 0.0,
+    template_pad: float | None = None,
 ) -> list[QualityRow]:
     """Every model on every folder and strength; all models see the very same captures (known
-    and unknown alike centre-cropped to `query_crop`, docemb.preprocess.centre_crop) and the same
-    templates (framed by `template_pad`, docemb.preprocess.loose_frame)."""
+    and unknown alike centre-cropped to `query_crop`, docemb.preprocess.centre_crop), and
+    templates framed as each model's contract registers them, or all by `template_pad`."""
     from docemb.embedders import load_embedder
 
     embedders = {path: load_embedder(path) for path in models}
     labels = model_labels(models)
-    preps = {prep for _, prep in embedders.values()}
+    preps = {replace(prep, template_frame=0.0) for _, prep in embedders.values()}
     if len(preps) != 1:
         raise DocembError("models disagree on preprocessing; evaluate models of one input size together")
     prep: Preprocessing = preps.pop()
+    frame_of = {path: p.template_frame if template_pad is None else template_pad for path, (_, p) in embedders.items()}
     rows = []
     for folder in folders:
         unknown = folder / "unknown"
         templates_of: dict[Path, np.ndarray] = {}  # templates: the same pixels at every strength
         for strength in strengths:
-            eval_set = build_eval_set(
-                folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop, template_pad=template_pad
-            )
-            kinds = template_kinds(folder, eval_set.template_names)
+            # one set per template frame; the captures depend only on the seed, so all sets share them
+            sets = {
+                frame: build_eval_set(folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop, template_pad=frame)
+                for frame in sorted(set(frame_of.values()))
+            }
+            queries = next(iter(sets.values()))
+            kinds = template_kinds(folder, queries.template_names)
             impostor_set = (
                 build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1, query_crop=query_crop)
                 if unknown.is_dir()
@@ -152,24 +159,23 @@ def evaluate_models(
             )
             for path, (embed, _) in embedders.items():
                 if path not in templates_of:
-                    templates_of[path] = embed_resized(embed, prep, eval_set.templates)
-                templates = templates_of[path]
-                queries = embed_resized(embed, prep, eval_set.queries)
+                    templates_of[path] = embed_resized(embed, prep, sets[frame_of[path]].templates)
+                known = embed_resized(embed, prep, queries.queries)
                 impostors = embed_resized(embed, prep, impostor_set.queries) if impostor_set else None
-                rows.extend(_rows(labels[path], eval_set, strength, kinds, templates, queries, impostors))
+                rows.extend(_rows(labels[path], queries, strength, kinds, templates_of[path], known, impostors, frame_of[path]))
     return rows
 
 
 def format_table(rows: list[QualityRow]) -> str:
     lines = [
-        f"{'model':<34} {'eval set':<20} {'strength':<8} {'group':<14} {'queries':>7} {'R@1':>6} {'R@5':>6} {'TPR@1e-2':>8} {'thresh':>7}"
+        f"{'model':<34} {'eval set':<20} {'strength':<8} {'group':<14} {'queries':>7} {'R@1':>6} {'R@5':>6} {'TPR@1e-2':>8} {'thresh':>7} {'frame':>5}"
     ]
     for row in rows:
         tpr = f"{row.tpr_at_fpr:8.3f}" if row.tpr_at_fpr is not None else f"{'-':>8}"
         threshold = f"{row.threshold:7.3f}" if row.threshold is not None else f"{'-':>7}"
         lines.append(
             f"{row.model[-34:]:<34} {row.eval_set[-20:]:<20} {row.strength:<8} {row.group[:14]:<14} {row.queries:>7} "
-            f"{row.recall_at_1:6.3f} {row.recall_at_5:6.3f} {tpr} {threshold}"
+            f"{row.recall_at_1:6.3f} {row.recall_at_5:6.3f} {tpr} {threshold} {row.template_frame:5.2f}"
         )
     return "\n".join(lines)
 
@@ -210,14 +216,15 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template-pad",
         type=float,
-        default=0.0,
-        help="embed each template in a grey frame this share of its sides wide (default 0: none)",
+        help="embed each template in a grey frame this share of its sides wide (default: the model contract's template_frame)",
     )
 
 
 def scale_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with --query-crop or --template-pad, naming the flag; None when both are fine."""
     for flag, value, check in (("--query-crop", args.query_crop, check_crop), ("--template-pad", args.template_pad, check_frame)):
+        if value is None:
+            continue
         try:
             check(value)
         except ValueError as error:

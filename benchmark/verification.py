@@ -225,9 +225,10 @@ def benchmark(
     settings: VerifySettings,
     calibrate_data: Path | None = None,
     query_crop: float = 1.0,
-    template_pad: float = 0.0,
+    template_pad: float | None = None,
 ) -> dict:
     embed, prep = load_embedder(model)
+    template_pad = prep.template_frame if template_pad is None else template_pad
     paths = list_images(folder / "templates" if (folder / "templates").is_dir() else folder)
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
     kinds = template_kinds(folder, [p.name for p in paths])

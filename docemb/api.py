@@ -7,7 +7,7 @@ exported `.onnx` / `.tflite`, float or int8, fed exactly as its contract says.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +36,20 @@ class Model:
         return self.path.name
 
     def embed(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 64) -> np.ndarray:
-        """(N, D) float32 embeddings of files or RGB arrays, one row per image, in order."""
+        """(N, D) float32 embeddings of files or RGB arrays (photos, collections), one row per image, in order."""
+        return self._embed(images, batch_size, self.preprocessing.resize)
+
+    def embed_templates(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 64) -> np.ndarray:
+        """Embeddings of clean templates to match photos against: framed as the contract says
+        (`template_frame`), the way the match threshold was measured."""
+        return self._embed(images, batch_size, self.preprocessing.template)
+
+    def _embed(
+        self, images: ImageLike | Sequence[ImageLike], batch_size: int, resize: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
         single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
         items = [images] if single else list(images)
-        rows = [self.embed_resized(np.stack(batch)) for batch in _batches((self._resized(i) for i in items), batch_size)]
+        rows = [self.embed_resized(np.stack(batch)) for batch in _batches((resize(_rgb(i)) for i in items), batch_size)]
         if not rows:
             raise DocembError("no images to embed")
         return np.concatenate(rows)
@@ -54,11 +64,13 @@ class Model:
             )
         return embeddings
 
-    def _resized(self, image: ImageLike) -> np.ndarray:
-        array = image if isinstance(image, np.ndarray) else read_rgb(image)
-        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-            raise DocembError(f"an image array must be HxWx3 uint8 RGB, got {array.dtype} {array.shape}")
-        return self.preprocessing.resize(array)
+
+
+def _rgb(image: ImageLike) -> np.ndarray:
+    array = image if isinstance(image, np.ndarray) else read_rgb(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise DocembError(f"an image array must be HxWx3 uint8 RGB, got {array.dtype} {array.shape}")
+    return array
 
 
 def _batches(items: Iterable[np.ndarray], size: int) -> Iterable[list[np.ndarray]]:

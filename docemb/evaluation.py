@@ -49,16 +49,17 @@ def build_eval_set(
     limit: int | None = None,
     on_error: OnError = "raise",
     query_crop: float = 1.0,
-    template_pad: float = 0.0,
+    template_pad: float | None = None,
 ) -> EvalSet:
     """Templates are the images in `folder` (or in `folder/templates` when it has one), each in a
-    grey frame `template_pad` of its sides wide (0: none); queries are simulated phone captures
-    (docemb.capture) at `strength`, seeded, each centre-cropped to `query_crop` of its sides
-    before resizing (1: whole)."""
+    grey frame `template_pad` of its sides wide (None: the preprocessing's own, as registered);
+    queries are simulated phone captures (docemb.capture) at `strength`, seeded, each
+    centre-cropped to `query_crop` of its sides before resizing (1: whole)."""
     folder = Path(folder)
     root = folder / "templates" if (folder / "templates").is_dir() else folder
     paths = list_images(root)[:limit]
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE, on_error=on_error)
+    pad = preprocessing.template_frame if template_pad is None else template_pad
     rng = np.random.default_rng(seed)
     queries, labels = [], []
     for index, image in enumerate(tqdm(images, desc=f"queries {folder.name}", leave=False, unit="img")):
@@ -68,7 +69,7 @@ def build_eval_set(
     return EvalSet(
         name=f"{folder.parent.name}/{folder.name}",
         template_names=[str(p.relative_to(root)) for p in paths],
-        templates=stack_inputs(preprocessing, [loose_frame(image, template_pad) for image in images]),
+        templates=stack_inputs(preprocessing, [loose_frame(image, pad) for image in images]),
         queries=np.stack(queries),
         query_labels=np.asarray(labels, dtype=np.int64),
     )

@@ -78,7 +78,7 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
     model = load_model(args.model)
     templates = expand_pdfs(templates)[0]
     images = [read_rgb(path) for path in templates]
-    vectors = model.embed(images)
+    vectors = model.embed_templates(images)
     if args.store.is_file():
         store, info = TemplateStore.read(args.store), read_info(args.store)
         if info.model_sha256 != model.sha256:

@@ -19,7 +19,7 @@ from torch import nn
 
 from docemb.atomic import atomic_path
 from docemb.errors import DocembError
-from docemb.preprocess import Preprocessing
+from docemb.preprocess import Preprocessing, check_frame
 
 ARCHS = ("lcnet_050", "lcnet_075", "lcnet_100")
 # Small backbones a user might pick instead; `docemb export --peer` builds them with the same
@@ -31,7 +31,7 @@ Pool = Literal["flatten", "gap"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild the architecture; saved inside every checkpoint."""
+    """Everything needed to rebuild the architecture and feed it; saved inside every checkpoint."""
 
     arch: str = "lcnet_050"
     input_size: int = 128
@@ -40,6 +40,7 @@ class ModelConfig:
     pool: Pool = "flatten"  # flatten keeps the layout (where things are on the page); gap drops it
     head_norm: HeadNorm = "ln_bn"
     whitening: bool = False  # a Linear at the end of the head, fitted after training (docemb.whitening)
+    template_frame: float = 0.0  # grey frame around registered templates (docemb.preprocess.Preprocessing)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS + PEER_ARCHS:
@@ -52,6 +53,10 @@ class ModelConfig:
             raise DocembError(f"unknown head_norm {self.head_norm!r}; choose ln_bn, ln or bn")
         if self.input_size % 32:
             raise DocembError(f"input_size must be a multiple of 32, got {self.input_size}")
+        try:
+            check_frame(self.template_frame)
+        except ValueError as exc:
+            raise DocembError(f"template_frame: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -122,7 +127,7 @@ class EmbeddingModel(nn.Module):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(size=self.config.input_size)
+        return Preprocessing(size=self.config.input_size, template_frame=self.config.template_frame)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.head(self.backbone(images)[-1]))

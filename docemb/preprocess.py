@@ -17,11 +17,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Stretch-resize to size x size (PIL bilinear, antialiased), RGB, /255, (x - mean) / std, NCHW."""
+    """Stretch-resize to size x size (PIL bilinear, antialiased), RGB, /255, (x - mean) / std, NCHW.
+
+    Templates (the clean images users register) first get a grey frame `template_frame` of each
+    side wide: a capture that alignment leaves loose shows the document smaller than its clean
+    image, and the frame draws the template at that scale (docs/search.md)."""
 
     size: int = 128
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    template_frame: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_frame(self.template_frame)
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> size x size x 3 uint8. Aspect ratio is not kept: an aligned document
@@ -49,6 +57,10 @@ class Preprocessing:
         std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1) * 255.0
         return (nchw * std + mean).astype(np.float32)
 
+    def template(self, rgb: np.ndarray) -> np.ndarray:
+        """A template (not a capture) at the model's size: framed, then resized."""
+        return self.resize(loose_frame(rgb, self.template_frame))
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.normalize(self.resize(rgb))
 
@@ -61,11 +73,14 @@ class Preprocessing:
             "scale": "1/255",
             "mean": list(self.mean),
             "std": list(self.std),
+            "template_frame": self.template_frame,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]))
+        """Contracts written before templates were framed have no `template_frame`: 0."""
+        frame = float(data.get("template_frame", 0.0))
+        return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), template_frame=frame)
 
 
 def stack_inputs(preprocessing: Preprocessing, images: list[np.ndarray]) -> np.ndarray:

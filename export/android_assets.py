@@ -84,10 +84,12 @@ def write_android_assets(model: Path, images: Path, out: Path, registered: int =
     runner = interpreter(model, threads=1)
     input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
 
-    def record(name: str, rgb: np.ndarray) -> tuple[dict, np.ndarray]:
-        """PNG, the model input Python builds from it, and the model's embedding (also returned)."""
+    def record(name: str, rgb: np.ndarray, template: bool = False) -> tuple[dict, np.ndarray]:
+        """PNG, the model input Python builds from it (framed, for a template), and the model's
+        embedding (also returned)."""
         _save_png(rgb, golden / f"{name}.png")
-        tensor = to_input(preprocessing(rgb)[None], input_detail)
+        resized = preprocessing.template(rgb) if template else preprocessing.resize(rgb)
+        tensor = to_input(preprocessing.normalize(resized)[None], input_detail)
         runner.set_tensor(input_detail["index"], tensor)
         runner.invoke()
         embedding = runner.get_tensor(output_detail["index"])[0].astype(np.float32)
@@ -100,7 +102,7 @@ def write_android_assets(model: Path, images: Path, out: Path, registered: int =
     # evenly spaced through the folder: generated sets keep near-duplicate families together
     step = len(paths) // (registered + unregistered)
     sources = [read_rgb(p, max_side=MAX_SIDE) for p in paths[::step][: registered + unregistered]]
-    recorded = [record(f"template_{i}", image) for i, image in enumerate(sources[:registered])]
+    recorded = [record(f"template_{i}", image, template=True) for i, image in enumerate(sources[:registered])]
     templates = [entry for entry, _ in recorded]
     template_embeddings = np.stack([embedding for _, embedding in recorded])
     names = [t["name"] for t in templates]

@@ -114,3 +114,15 @@ def test_eval_templates_are_framed_and_queries_unchanged(tmp_path):
     framed = build_eval_set(tmp_path, prep, 1, "mild", seed=2, template_pad=0.1)
     assert np.array_equal(framed.templates[0], prep.resize(loose_frame(page(), 0.1)))
     assert np.array_equal(framed.queries, plain.queries) and not np.array_equal(framed.templates, plain.templates)
+
+
+def test_the_contract_carries_the_template_frame_and_older_contracts_read_unframed(tmp_path):
+    prep = Preprocessing(size=64, template_frame=0.1)
+    assert Preprocessing.from_dict(prep.to_dict()) == prep
+    older = {key: value for key, value in prep.to_dict().items() if key != "template_frame"}
+    assert Preprocessing.from_dict(older).template_frame == 0.0
+    assert np.array_equal(prep.template(page()), prep.resize(loose_frame(page(), 0.1)))
+    Image.fromarray(page()).save(tmp_path / "doc.png")
+    assert np.array_equal(build_eval_set(tmp_path, prep, 1, "mild").templates[0], prep.template(page()))  # as registered
+    with pytest.raises(ValueError, match="share of each side"):
+        Preprocessing(template_frame=0.5)

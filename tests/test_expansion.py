@@ -144,3 +144,15 @@ def test_clean_share_shows_that_share_of_draws_as_registered(synth_train):
             assert torch.equal(mixed[draw][0], captured[draw][0])
     with pytest.raises(ValueError, match="clean_share"):
         ExpandedTemplates(images, prep, clean_share=1.0)
+
+
+def test_clean_views_are_framed_as_templates_are_registered(synth_train):
+    from docemb.imageio import list_images, load_images
+
+    images, _ = load_images(list_images(synth_train), max_side=96)
+    grey = Preprocessing(size=64).normalize(np.full((1, 1, 3), 128, np.uint8))[:, 0, 0]
+    plain = ExpandedTemplates(images, Preprocessing(size=64), augment="none")[30][0]
+    framed = ExpandedTemplates(images, Preprocessing(size=64, template_frame=0.1), augment="none")[30][0]
+    border = torch.cat([framed[:, :5].flatten(1), framed[:, -5:].flatten(1), framed[:, :, :5].flatten(1)], dim=1)
+    assert torch.allclose(border, torch.from_numpy(grey)[:, None], atol=1e-6)  # rows and columns of mid-grey
+    assert not torch.allclose(plain[:, :5], framed[:, :5])

@@ -80,3 +80,26 @@ def test_register_then_match_from_the_command_line(tmp_path, trained_model, synt
     with pytest.raises(SystemExit) as stopped:  # no threshold in a checkpoint: a clear error, exit 2
         main(["match", "register", templates[5], "--model", str(checkpoint), "--store", str(tmp_path / "other.bin")])
     assert stopped.value.code == 2 and "pass --threshold" in capsys.readouterr().err
+
+
+def test_register_embeds_templates_framed_as_the_model_says(tmp_path, trained_model, synth_eval):
+    import copy
+    from dataclasses import replace
+
+    import docemb
+    from docemb.cli import main
+    from docemb.imageio import read_rgb
+    from docemb.model import save_model
+    from docemb.preprocess import loose_frame
+
+    framed = copy.deepcopy(trained_model)
+    framed.config = replace(framed.config, template_frame=0.1)
+    checkpoint, store = tmp_path / "framed.safetensors", tmp_path / "templates.bin"
+    save_model(checkpoint, framed)
+    template = sorted(synth_eval.glob("*.png"))[0]
+    main(["match", "register", str(template), "--model", str(checkpoint), "--store", str(store), "--threshold", "0.5"])
+    stored = TemplateStore.read(store).templates[template.stem]
+    model = docemb.load_model(checkpoint)
+    assert np.allclose(stored, model.embed_templates(template)[0], atol=1e-6)
+    assert np.allclose(model.embed_templates(template), model.embed(loose_frame(read_rgb(template), 0.1)), atol=1e-6)
+    assert not np.allclose(stored, model.embed(template)[0], atol=1e-3)

@@ -205,6 +205,10 @@ def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small
     assert (config.arch, config.input_size, config.embedding_dim) == ("lcnet_050", 64, 32)  # not the defaults
     model = _initial_model(config, config.model_config())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), small_model.state_dict().values()))
+    reframed = train_config.resolve(
+        parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint), "--template-frame", "0.05"])
+    )
+    assert _initial_model(reframed, reframed.model_config()).preprocessing.template_frame == 0.05  # same weights, new frame
     from docemb.imageio import list_images, read_rgb
     from docemb.whitening import whitened
 

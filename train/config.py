@@ -34,6 +34,7 @@ class TrainConfig:
     num_variants: int = 24  # 24 = 8 rotations/flips x {whole, top, bottom}; 1 = no expansion
     augment: str = "capture"  # capture (loose crop on a background + capture effects) | photo (milder) | none
     clean_share: float = 0.0  # share of views shown unaugmented, as a registered template looks
+    template_frame: float = 0.0  # grey frame around templates as registered (clean views, held-out sets, the contract)
     # model
     arch: str = "lcnet_050"
     input_size: int = 128
@@ -89,6 +90,7 @@ class TrainConfig:
             pool=self.pool,  # type: ignore[arg-type]
             head_norm=self.head_norm,  # type: ignore[arg-type]
             whitening=self.whitening,
+            template_frame=self.template_frame,
         )
 
     def validate(self) -> None:

@@ -25,9 +25,10 @@ class ExpandedTemplates(Dataset):
     image of the pool as a loose crop would (background at the edges), then applies the capture
     pipeline; `"photo"` is the older, milder photo pipeline; `"none"` trains on clean variants.
 
-    `clean_share` of the seeded draws skip the augmentation and show the variant as registered:
-    users register clean templates, and a model that has only seen captures puts a clean
-    template away from its own captures (docs/training.md, "Clean views").
+    `clean_share` of the seeded draws skip the augmentation and show the variant as registered
+    (framed and resized as `Preprocessing.template` does): users register clean templates, and
+    a model that has only seen captures puts a clean template away from its own captures
+    (docs/training.md, "Clean views").
     """
 
     def __init__(
@@ -66,15 +67,17 @@ class ExpandedTemplates(Dataset):
         yields it: a seeded sample is the same whichever worker makes it and whenever."""
         index, seed = item if isinstance(item, tuple) else (item, None)
         image_index, k = divmod(index, self.num_variants)
-        image = self.work.resize(variant_image(self.images[image_index], k))
-        if self.pipeline is not None and not self._clean(seed):
-            if seed is not None:
-                self.pipeline.set_random_seed(seed)
-            if self.augment == "capture":
-                rng = np.random.default_rng(seed)
-                background = self.images[int(rng.integers(len(self.images)))]
-                image = loose_capture(image, background, rng)
-            image = distort(image, self.pipeline)
+        variant = variant_image(self.images[image_index], k)
+        if self.pipeline is None or self._clean(seed):  # as registered: framed, resized once
+            return torch.from_numpy(self.preprocessing.normalize(self.preprocessing.template(variant))), index
+        image = self.work.resize(variant)
+        if seed is not None:
+            self.pipeline.set_random_seed(seed)
+        if self.augment == "capture":
+            rng = np.random.default_rng(seed)
+            background = self.images[int(rng.integers(len(self.images)))]
+            image = loose_capture(image, background, rng)
+        image = distort(image, self.pipeline)
         return torch.from_numpy(self.preprocessing(image)), index
 
     def _clean(self, seed: int | None) -> bool:

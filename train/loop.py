@@ -9,7 +9,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -426,8 +426,9 @@ def _initial_model(config: TrainConfig, model_config: ModelConfig) -> EmbeddingM
     """Random weights, a pretrained backbone (--pretrained), or a whole docemb model (--init)."""
     if config.init:
         model = load_model(config.init)
-        if model.config != model_config:
+        if replace(model.config, template_frame=model_config.template_frame) != model_config:
             raise DocembError(f"{config.init}: its model {model.config} differs from this run's {model_config}")
+        model.config = model_config  # the same weights; templates may be framed anew
         return model.train()
     model = build_model(model_config, seed=config.seed)
     if config.pretrained:

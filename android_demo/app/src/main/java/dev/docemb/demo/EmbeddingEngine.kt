@@ -25,11 +25,16 @@ class EmbeddingEngine private constructor(
 
     class Result(val embedding: FloatArray, val preprocessMs: Double, val inferenceMs: Double)
 
-    fun embed(bitmap: Bitmap): Result {
+    /** With [asTemplate], the bitmap is framed as the contract says before resizing (how the match threshold was measured). */
+    fun embed(bitmap: Bitmap, asTemplate: Boolean = false): Result {
         val start = SystemClock.elapsedRealtimeNanos()
         val pixels = IntArray(bitmap.width * bitmap.height)
         bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
-        val input = preprocessor.fromArgb(pixels, bitmap.width, bitmap.height)
+        val input = if (asTemplate) {
+            preprocessor.templateFromArgb(pixels, bitmap.width, bitmap.height)
+        } else {
+            preprocessor.fromArgb(pixels, bitmap.width, bitmap.height)
+        }
         val prepared = SystemClock.elapsedRealtimeNanos()
         val inputs = model.createInputBuffers()
         val outputs = model.createOutputBuffers()

@@ -216,7 +216,7 @@ class MainActivity : ComponentActivity() {
     }
 
     private fun register(name: String, bitmap: Bitmap) = guarded("Could not register \"$name\"") {
-        val embedded = withContext(engineThread) { engine.embed(bitmap) }
+        val embedded = withContext(engineThread) { engine.embed(bitmap, asTemplate = true) }
         templates.put(name, embedded.embedding)
         val snapshot = repository.snapshot(templates)
         withContext(Dispatchers.IO) { repository.save(snapshot) }

@@ -24,6 +24,8 @@ public final class Contract {
     public final float outputScale;
     public final int outputZeroPoint;
     public final int embeddingDim;
+    /** Share of each side of the grey frame drawn around a template before it is embedded (0: none). */
+    public final double templateFrame;
     /** Cosine at or above which a query matches a template; NaN when the contract has no threshold. */
     public final float matchThreshold;
     public final String thresholdNote;
@@ -41,6 +43,11 @@ public final class Contract {
         nhwc = "NHWC".equals(input.get("layout"));
         mean = floats(Json.array(pre.get("mean"), "preprocessing.mean"));
         std = floats(Json.array(pre.get("std"), "preprocessing.std"));
+        // contracts written before templates were framed have no template_frame
+        templateFrame = pre.containsKey("template_frame") ? Json.number(pre.get("template_frame"), "preprocessing.template_frame") : 0.0;
+        if (!(templateFrame >= 0 && templateFrame < 0.5)) {
+            throw new IllegalArgumentException("contract: preprocessing.template_frame must be in [0, 0.5), got " + templateFrame);
+        }
         Object normalization = input.get("normalization");
         builtinNormalization = normalization instanceof String && ((String) normalization).startsWith(BUILTIN_PREFIX);
         inputDtype = (String) input.get("dtype");

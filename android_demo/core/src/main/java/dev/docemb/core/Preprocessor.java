@@ -1,5 +1,7 @@
 package dev.docemb.core;
 
+import java.util.Arrays;
+
 /**
  * RGB pixels to the model's input tensor, exactly as docemb's Python preprocessing does it:
  * stretch-resize with Pillow's antialiased bilinear filter (same fixed-point arithmetic, so the
@@ -32,6 +34,29 @@ public final class Preprocessor {
             rgb[i * 3 + 2] = (byte) argb[i];
         }
         return fromRgb(rgb, width, height);
+    }
+
+    /** A template's pixels (0xAARRGGBB) to the model input: framed as the contract says, then as a photo. */
+    public ModelInput templateFromArgb(int[] argb, int width, int height) {
+        return fromArgb(frame(argb, width, height), width + 2 * border(width), height + 2 * border(height));
+    }
+
+    /** Python's round(side * template_frame): half to even, as Math.rint. */
+    int border(int side) {
+        return (int) Math.rint(side * contract.templateFrame);
+    }
+
+    /** The image in the middle of a mid-grey (128) canvas, as docemb.preprocess.loose_frame draws it. */
+    int[] frame(int[] argb, int width, int height) {
+        int dx = border(width);
+        int dy = border(height);
+        int outWidth = width + 2 * dx;
+        int[] out = new int[outWidth * (height + 2 * dy)];
+        Arrays.fill(out, 0xff808080);
+        for (int y = 0; y < height; y++) {
+            System.arraycopy(argb, y * width, out, (y + dy) * outWidth + dx, width);
+        }
+        return out;
     }
 
     /** Interleaved 8-bit RGB (row by row) to the model input. */

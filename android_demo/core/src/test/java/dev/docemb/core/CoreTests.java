@@ -45,6 +45,7 @@ public final class CoreTests {
         checks.put("template store: round trip, wrong model refused", CoreTests::storeRoundTrip);
         checks.put("decision: unknown below the threshold, matched at it", CoreTests::thresholdDecision);
         checks.put("resize: same size is a copy, flat stays flat", CoreTests::resizeBasics);
+        checks.put("template frame: grey border rounded as Python rounds, image untouched", CoreTests::templateFrame);
         checks.put("json: values, escapes, errors with offsets", CoreTests::jsonReader);
         int failed = 0;
         for (Map.Entry<String, Check> check : checks.entrySet()) {
@@ -75,7 +76,8 @@ public final class CoreTests {
     }
 
     private String goldenInputsMatchPython() throws IOException {
-        List<Map<String, Object>> all = records("templates");
+        List<Map<String, Object>> templates = records("templates");
+        List<Map<String, Object>> all = new ArrayList<>(templates);
         all.addAll(records("queries"));
         Preprocessor preprocessor = new Preprocessor(contract);
         double worst = 0;
@@ -83,7 +85,11 @@ public final class CoreTests {
         int values = 0;
         for (Map<String, Object> record : all) {
             BufferedImage image = ImageIO.read(golden.resolve((String) record.get("image")).toFile());
-            ModelInput input = preprocessor.fromRgb(rgb(image), image.getWidth(), image.getHeight());
+            int width = image.getWidth();
+            int height = image.getHeight();
+            ModelInput input = templates.contains(record)
+                    ? preprocessor.templateFromArgb(image.getRGB(0, 0, width, height, null, 0, width), width, height)
+                    : preprocessor.fromRgb(rgb(image), width, height);
             byte[] expected = Files.readAllBytes(golden.resolve((String) record.get("input")));
             if (contract.int8Input()) {
                 check(input.isInt8() && input.int8.length == expected.length, record.get("name") + ": int8 input of wrong size");
@@ -105,7 +111,7 @@ public final class CoreTests {
             }
             values += expected.length / (contract.int8Input() ? 1 : 4);
         }
-        return all.size() + " images, max difference " + worst + (contract.int8Input() ? " LSB" : "") + ", " + differing + " of " + values
+        return all.size() + " images (templates framed by " + contract.templateFrame + "), max difference " + worst + (contract.int8Input() ? " LSB" : "") + ", " + differing + " of " + values
                 + " values not identical";
     }
 
@@ -198,6 +204,30 @@ public final class CoreTests {
         }
         byte[] same = Preprocessor.resize(flat, 50, 30, 50, 30);
         check(same != flat && java.util.Arrays.equals(same, flat), "same size must return an equal copy");
+        return "";
+    }
+
+    private static String templateFrame() {
+        String contract = "{\"model_file\": \"m.tflite\", \"input\": {\"layout\": \"NHWC\", \"dtype\": \"float32\"},"
+                + " \"output\": {\"dtype\": \"float32\", \"shape\": [1, 4]}, \"preprocessing\": {\"size\": 8,"
+                + " \"resize\": \"stretch\", \"color_order\": \"RGB\", \"mean\": [0, 0, 0], \"std\": [1, 1, 1],"
+                + " \"template_frame\": 0.25}}";
+        Preprocessor preprocessor = new Preprocessor(Contract.parse(contract));
+        // 10 x 6 at 0.25: 2.5 rounds to 2 (half to even), 1.5 to 2
+        check(preprocessor.border(10) == 2 && preprocessor.border(6) == 2, "borders " + preprocessor.border(10) + ", " + preprocessor.border(6));
+        int[] image = new int[10 * 6];
+        java.util.Arrays.fill(image, 0xff112233);
+        int[] framed = preprocessor.frame(image, 10, 6);
+        check(framed.length == 14 * 10, "framed size " + framed.length);
+        check(framed[0] == 0xff808080 && framed[14 * 10 - 1] == 0xff808080, "the border must be grey 128");
+        check(framed[2 * 14 + 2] == 0xff112233 && framed[7 * 14 + 11] == 0xff112233, "the image must sit inside the border");
+        check(framed[2 * 14 + 1] == 0xff808080 && framed[7 * 14 + 12] == 0xff808080, "the border must be 2 pixels wide");
+        try {
+            Contract.parse(contract.replace("0.25", "0.5"));
+            throw new AssertionError("a frame of half a side was accepted");
+        } catch (IllegalArgumentException expected) {
+            check(expected.getMessage().contains("template_frame"), "unclear error: " + expected.getMessage());
+        }
         return "";
     }
 
