@@ -285,3 +285,16 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     shipped = read_model_metadata(tmp_path / "tiny.safetensors")
     assert shipped["thresholds"]["match"]["threshold"] == report["thresholds"][name][3]["threshold"]
     assert "recipe: `configs/pretrain-gpu.sh`" in card.read_text()
+
+    from docemb.model import load_model
+    from docemb.train.reframe import reframe
+
+    framed_card = reframe(tmp_path / "tiny.safetensors", 0.1, [str(synth_eval)], tmp_path / "framed.safetensors", tmp_path / "plots")
+    framed = read_model_metadata(tmp_path / "framed.safetensors")
+    assert framed["model_config"]["template_frame"] == 0.1 and framed["reframed_from"]["weights"] == "tiny.safetensors"
+    assert "framed by 0.1" in framed["thresholds"]["measured_on"]
+    assert framed["thresholds"]["table"][name] != shipped["thresholds"]["table"][name]  # measured anew, framed
+    before, after = load_model(tmp_path / "tiny.safetensors"), load_model(tmp_path / "framed.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    assert after.preprocessing.template_frame == 0.1 and any((tmp_path / "plots").glob("*_roc.png"))
+    assert "recipe: `configs/pretrain-gpu.sh`" in framed_card.read_text()  # the old card is kept below
