@@ -2,8 +2,8 @@
 
 The fake-quantized int8 graph (PT2E, the same graph and quantizer as post-training int8) is
 trained to reproduce the float model: each embedding (cosine to the float one) and the cosine
-scores between the images of a batch, clean templates and photo-distorted views of them
-side by side. Template matching ranks by those scores, so that is what the loss keeps.
+scores between the images of a batch, clean templates (framed as registered) and
+photo-distorted views of them side by side. Template matching ranks by those scores, so that is what the loss keeps.
 No labels are needed: any folder of images like the ones users match will do.
 """
 
@@ -110,8 +110,9 @@ def qat_finetune(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, step)
         chosen = rng.choice(len(images), size=min(half, len(images)), replace=False)
-        views = [images[i] for i in chosen] + [distort(images[i], pipeline) for i in chosen]
-        batch = to_input(np.stack([preprocessing(view) for view in views]))
+        templates = [preprocessing.template(images[i]) for i in chosen]
+        views = [preprocessing.resize(distort(images[i], pipeline)) for i in chosen]
+        batch = to_input(preprocessing.normalize(np.stack(templates + views)))
         with torch.no_grad():
             target = teacher(batch)
         loss = distillation_loss(graph(batch), target, settings.relation_weight)
