@@ -19,9 +19,10 @@ from docemb.errors import DocembError
 from docemb.model import load_model, read_model_metadata, save_model
 
 
-def reframe(weights: Path, frame: float, eval_data: list[str], out: Path, plots: Path) -> Path:
-    """Write `out` (weights, thresholds measured with framed templates) and its card, and the
-    held-out ROC, score and retrieval plots into `plots`; returns the card's path."""
+def reframe(weights: Path, frame: float, eval_data: list[str], out: Path, plots: Path, figures: Path | None = None) -> Path:
+    """Write `out` (weights, thresholds measured with framed templates) and its card (with the
+    `docemb evaluate` JSON `figures`), and the held-out ROC, score and retrieval plots into
+    `plots`; returns the card's path."""
     from docemb.train.config import TrainConfig
     from docemb.train.loop import evaluate_model, held_out_set, write_evaluation
 
@@ -41,11 +42,13 @@ def reframe(weights: Path, frame: float, eval_data: list[str], out: Path, plots:
     metadata.pop("model_config")
     save_model(out, model, metadata)
     card = out.with_suffix(".md")
-    write_text(card, _card(weights, out, frame, metrics, metadata["thresholds"]["match"]))
+    write_text(card, _card(weights, out, frame, metrics, metadata["thresholds"]["match"], figures))
     return card
 
 
-def _card(weights: Path, out: Path, frame: float, metrics: dict[str, float], match: dict) -> str:
+def _card(weights: Path, out: Path, frame: float, metrics: dict[str, float], match: dict, figures: Path | None) -> str:
+    from docemb.train.release import figure_lines
+
     old = weights.with_suffix(".md")
     body = old.read_text().split("\n", 1)[1] if old.is_file() else "\n(no card beside the source weights)\n"
     return "\n".join(
@@ -57,6 +60,7 @@ def _card(weights: Path, out: Path, frame: float, metrics: dict[str, float], mat
             f"match threshold below were measured with templates framed so (`python -m docemb.train.reframe`). Match",
             f"threshold {match['threshold']:.4f} at FPR {match['fpr']} on {match['eval_set']} (TPR {match['tpr']:.3f}).",
             "",
+            *(figure_lines(figures) + [""] if figures else []),
             "Held-out metrics with framed templates:",
             "",
             *[f"- {key}: {value:.3f}" for key, value in metrics.items()],
@@ -73,10 +77,11 @@ def main() -> None:
     parser.add_argument("--frame", type=float, required=True, help="grey frame around templates, share of each side")
     parser.add_argument("--eval-data", nargs="+", required=True, metavar="FOLDER", help="held-out template folders")
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (its card goes beside it as .md)")
+    parser.add_argument("--figures", type=Path, help="JSON written by `docemb evaluate --out`, for the card")
     parser.add_argument("--plots", type=Path, default=Path("runs/reframe"), help="folder for the held-out plots (default: runs/reframe)")
     args = parser.parse_args()
     try:
-        print(f"wrote {args.out} and {reframe(args.weights, args.frame, args.eval_data, args.out, args.plots)}; plots in {args.plots}")
+        print(f"wrote {args.out} and {reframe(args.weights, args.frame, args.eval_data, args.out, args.plots, args.figures)}; plots in {args.plots}")
     except DocembError as exc:
         raise SystemExit(f"reframe: error: {exc}") from None
 

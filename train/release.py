@@ -44,7 +44,7 @@ def _corpus_manifests(config: dict) -> list[str]:
     return lines
 
 
-def _figures(path: Path | None) -> list[str]:
+def figure_lines(path: Path | None) -> list[str]:
     if path is None:
         return ["(no `docemb evaluate` figures given)"]
     summary = json.loads(path.read_text())["summary"]
@@ -107,7 +107,7 @@ def model_card(
         *(_whitening_lines(weights_metadata) if weights_metadata.get("whitening") else []),
         "",
         "## Figures",
-        *_figures(figures),
+        *figure_lines(figures),
         "",
         "Held-out metrics at the end of training (strength " + str(config.get("eval_strength", "medium")) + "):",
         "",
