@@ -17,6 +17,7 @@ from docemb.atomic import write_text
 from docemb.contract import sha256, thresholds_from
 from docemb.errors import DocembError
 from docemb.model import load_model, read_model_metadata, save_model
+from docemb.train.release import figure_lines
 
 
 def reframe(weights: Path, frame: float, eval_data: list[str], out: Path, plots: Path, figures: Path | None = None) -> Path:
@@ -47,8 +48,6 @@ def reframe(weights: Path, frame: float, eval_data: list[str], out: Path, plots:
 
 
 def _card(weights: Path, out: Path, frame: float, metrics: dict[str, float], match: dict, figures: Path | None) -> str:
-    from docemb.train.release import figure_lines
-
     old = weights.with_suffix(".md")
     body = old.read_text().split("\n", 1)[1] if old.is_file() else "\n(no card beside the source weights)\n"
     return "\n".join(
