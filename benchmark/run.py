@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -155,23 +155,30 @@ def benchmark(
     queries_per_template: int = 2,
 ) -> tuple[dict, dict]:
     """The report (plain data, for bench.json) and the pair scores per eval set and model (for
-    the histograms). Every model must carry its contract; all must share one preprocessing.
-    Drift compares each model with its own float model (see drift_reference)."""
+    the histograms). Every model must carry its contract; all must share one preprocessing, up
+    to how templates are framed (each model's templates are framed as its contract says; the
+    captures are the same for all). Drift compares each model with its own float model (see
+    drift_reference)."""
     if reference not in models:
         models = [reference, *models]
     contracts = {path: check_contract(path) for path in models}
-    preprocessing = {Preprocessing.from_dict(c["preprocessing"]) for c in contracts.values()}
+    frame_of = {path: Preprocessing.from_dict(c["preprocessing"]).template_frame for path, c in contracts.items()}
+    preprocessing = {replace(Preprocessing.from_dict(c["preprocessing"]), template_frame=0.0) for c in contracts.values()}
     if len(preprocessing) != 1:
         raise DocembError("models disagree on preprocessing; benchmark models of one input size together")
     prep = preprocessing.pop()
-    eval_sets: list[EvalSet] = [build_eval_set(folder, prep, queries_per_template, seed=0) for folder in eval_folders]
+    sets_by_frame: dict[float, list[EvalSet]] = {
+        frame: [build_eval_set(folder, prep, queries_per_template, seed=0, template_pad=frame) for folder in eval_folders]
+        for frame in sorted(set(frame_of.values()))
+    }
+    eval_sets = sets_by_frame[frame_of[reference]]
     names = [s.name for s in eval_sets]
     if len(set(names)) != len(names):
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")
 
     workers = os.cpu_count() or 1
     embedded = {
-        path: {s.name: embed_eval_set(model_embedder(path, threads=workers), prep, s) for s in eval_sets}
+        path: {s.name: embed_eval_set(model_embedder(path, threads=workers), prep, s) for s in sets_by_frame[frame_of[path]]}
         for path in tqdm(models, desc="embed eval sets", unit="model")
     }
     sample = prep.normalize(eval_sets[0].queries[:1]) if eval_sets else np.zeros((1, 3, prep.size, prep.size), np.float32)

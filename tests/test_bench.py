@@ -339,3 +339,25 @@ def test_efficientnet_lite0_peer_carries_the_packaged_imagenet_weights():
     assert np.array_equal(model.backbone.conv_stem.weight.detach().numpy(), first_tensor.numpy())
     with pytest.raises(DocembError, match="unknown peer"):
         build_peer("resnet50")
+
+
+def test_models_that_frame_templates_differently_are_benchmarked_on_the_same_captures(small_model, synth_eval, tmp_path):
+    """`make bench` puts peers (templates unframed) beside the shipped model (framed): each
+    model's templates are framed as its contract says, and the captures are the same for all."""
+    from dataclasses import replace
+
+    from docemb.benchmark.run import benchmark
+    from docemb.cli import main
+    from docemb.model import save_model
+
+    paths = {}
+    for name, frame in (("plain", 0.0), ("framed", 0.1)):
+        small_model.config = replace(small_model.config, template_frame=frame)
+        save_model(tmp_path / f"{name}.safetensors", small_model)  # the same weights
+        main(["export", "--ckpt", str(tmp_path / f"{name}.safetensors"), "--out", str(tmp_path / name), "--include", "onnx"])
+        paths[name] = tmp_path / name / "model.onnx"
+    timing = {"threads": (1,), "runs": 2, "warmup": 0}
+    together, _ = benchmark([paths["framed"]], paths["plain"], [synth_eval], **timing)
+    alone, _ = benchmark([paths["framed"]], paths["framed"], [synth_eval], **timing)
+    recall = {row["file"]: next(iter(row["eval"].values()))["recall@1"] for row in together["models"]}
+    assert recall[str(paths["framed"])] == next(iter(alone["models"][0]["eval"].values()))["recall@1"]
