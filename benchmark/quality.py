@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,8 @@ import numpy as np
 from docemb.atomic import write_json
 from docemb.capture import CAPTURE_STRENGTHS
 from docemb.errors import DocembError
-from docemb.evaluation import EvalSet, build_eval_set, embed_resized, top_k_indices
-from docemb.preprocess import Preprocessing, check_crop, check_frame
+from docemb.evaluation import EvalSet, build_eval_set, capture_preprocessing, embed_resized, framed_templates, top_k_indices
+from docemb.preprocess import check_crop, check_frame
 
 OPEN_SET_FPR = 1e-2
 
@@ -135,34 +135,27 @@ def evaluate_models(
 
     embedders = {path: load_embedder(path) for path in models}
     labels = model_labels(models)
-    preps = {replace(prep, template_frame=0.0) for _, prep in embedders.values()}
-    if len(preps) != 1:
-        raise DocembError("models disagree on preprocessing; evaluate models of one input size together")
-    prep: Preprocessing = preps.pop()
+    prep = capture_preprocessing((p for _, p in embedders.values()), "evaluate")
     frame_of = {path: p.template_frame if template_pad is None else template_pad for path, (_, p) in embedders.items()}
     rows = []
     for folder in folders:
         unknown = folder / "unknown"
-        templates_of: dict[Path, np.ndarray] = {}  # templates: the same pixels at every strength
-        for strength in strengths:
-            # one set per template frame; the captures depend only on the seed, so all sets share them
-            sets = {
-                frame: build_eval_set(folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop, template_pad=frame)
-                for frame in sorted(set(frame_of.values()))
-            }
-            queries = next(iter(sets.values()))
-            kinds = template_kinds(folder, queries.template_names)
+        framed = {frame: framed_templates(folder, prep, frame) for frame in set(frame_of.values())}
+        templates_of = {path: embed_resized(embed, prep, framed[frame_of[path]]) for path, (embed, _) in embedders.items()}
+        for strength in strengths:  # the templates (embedded above, as each model frames them) are the same at every strength
+            eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop)
+            kinds = template_kinds(folder, eval_set.template_names)
             impostor_set = (
                 build_eval_set(unknown, prep, queries_per_template, strength, seed=seed + 1, query_crop=query_crop)
                 if unknown.is_dir()
                 else None
             )
             for path, (embed, _) in embedders.items():
-                if path not in templates_of:
-                    templates_of[path] = embed_resized(embed, prep, sets[frame_of[path]].templates)
-                known = embed_resized(embed, prep, queries.queries)
+                queries = embed_resized(embed, prep, eval_set.queries)
                 impostors = embed_resized(embed, prep, impostor_set.queries) if impostor_set else None
-                rows.extend(_rows(labels[path], queries, strength, kinds, templates_of[path], known, impostors, frame_of[path]))
+                rows.extend(
+                    _rows(labels[path], eval_set, strength, kinds, templates_of[path], queries, impostors, frame_of[path])
+                )
     return rows
 
 

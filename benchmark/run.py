@@ -21,8 +21,10 @@ from docemb.errors import DocembError
 from docemb.evaluation import (
     EvalSet,
     build_eval_set,
+    capture_preprocessing,
     drift_metrics,
     embed_eval_set,
+    framed_templates,
     pair_scores,
     retrieval_metrics,
     verification_metrics,
@@ -162,16 +164,15 @@ def benchmark(
     if reference not in models:
         models = [reference, *models]
     contracts = {path: check_contract(path) for path in models}
-    frame_of = {path: Preprocessing.from_dict(c["preprocessing"]).template_frame for path, c in contracts.items()}
-    preprocessing = {replace(Preprocessing.from_dict(c["preprocessing"]), template_frame=0.0) for c in contracts.values()}
-    if len(preprocessing) != 1:
-        raise DocembError("models disagree on preprocessing; benchmark models of one input size together")
-    prep = preprocessing.pop()
-    sets_by_frame: dict[float, list[EvalSet]] = {
-        frame: [build_eval_set(folder, prep, queries_per_template, seed=0, template_pad=frame) for folder in eval_folders]
-        for frame in sorted(set(frame_of.values()))
-    }
-    eval_sets = sets_by_frame[frame_of[reference]]
+    preps = {path: Preprocessing.from_dict(c["preprocessing"]) for path, c in contracts.items()}
+    frame_of = {path: p.template_frame for path, p in preps.items()}
+    prep = capture_preprocessing(preps.values(), "benchmark")
+    eval_sets = [
+        build_eval_set(folder, prep, queries_per_template, seed=0, template_pad=frame_of[reference]) for folder in eval_folders
+    ]
+    sets_by_frame = {frame_of[reference]: eval_sets}
+    for frame in set(frame_of.values()) - {frame_of[reference]}:  # the same captures, templates framed as other models frame them
+        sets_by_frame[frame] = [replace(s, templates=framed_templates(f, prep, frame)) for s, f in zip(eval_sets, eval_folders)]
     names = [s.name for s in eval_sets]
     if len(set(names)) != len(names):
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")

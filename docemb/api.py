@@ -65,7 +65,6 @@ class Model:
         return embeddings
 
 
-
 def _rgb(image: ImageLike) -> np.ndarray:
     array = image if isinstance(image, np.ndarray) else read_rgb(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:

@@ -8,7 +8,8 @@ report Recall@k of queries against templates plus drift between two models' embe
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from docemb.capture import simulate_capture
 from docemb.embedders import Embedder
+from docemb.errors import DocembError
 from docemb.imageio import OnError, list_images, load_images
 from docemb.preprocess import Preprocessing, centre_crop, loose_frame, stack_inputs
 
@@ -56,9 +58,7 @@ def build_eval_set(
     queries are simulated phone captures (docemb.capture) at `strength`, seeded, each
     centre-cropped to `query_crop` of its sides before resizing (1: whole)."""
     folder = Path(folder)
-    root = folder / "templates" if (folder / "templates").is_dir() else folder
-    paths = list_images(root)[:limit]
-    images, paths = load_images(paths, max_side=EVAL_MAX_SIDE, on_error=on_error)
+    root, images, paths = _template_images(folder, limit, on_error)
     pad = preprocessing.template_frame if template_pad is None else template_pad
     rng = np.random.default_rng(seed)
     queries, labels = [], []
@@ -73,6 +73,29 @@ def build_eval_set(
         queries=np.stack(queries),
         query_labels=np.asarray(labels, dtype=np.int64),
     )
+
+
+def _template_images(folder: Path, limit: int | None, on_error: OnError) -> tuple[Path, list[np.ndarray], list[Path]]:
+    """The folder holding the templates (`folder/templates` when there is one), and its images."""
+    root = folder / "templates" if (folder / "templates").is_dir() else folder
+    images, paths = load_images(list_images(root)[:limit], max_side=EVAL_MAX_SIDE, on_error=on_error)
+    return root, images, paths
+
+
+def framed_templates(folder: str | os.PathLike, preprocessing: Preprocessing, pad: float) -> np.ndarray:
+    """The templates build_eval_set makes of `folder`, framed by `pad`: for models that frame
+    them apart but see the same captures, with no capture simulated again."""
+    _, images, _ = _template_images(Path(folder), None, "raise")
+    return stack_inputs(preprocessing, [loose_frame(image, pad) for image in images])
+
+
+def capture_preprocessing(preprocessings: Iterable[Preprocessing], what: str) -> Preprocessing:
+    """The one preprocessing of the captures that models compared together see; the models may
+    frame templates apart (Preprocessing.template_frame), nothing else."""
+    unframed = {replace(p, template_frame=0.0) for p in preprocessings}
+    if len(unframed) != 1:
+        raise DocembError(f"models disagree on preprocessing; {what} models of one input size together")
+    return unframed.pop()
 
 
 def embed_resized(embedder: Embedder, preprocessing: Preprocessing, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -289,7 +289,9 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     from docemb.model import load_model
     from docemb.train.reframe import reframe
 
-    framed_card = reframe(tmp_path / "tiny.safetensors", 0.1, [str(synth_eval)], tmp_path / "framed.safetensors", tmp_path / "plots")
+    framed_card = reframe(
+        tmp_path / "tiny.safetensors", 0.1, [str(synth_eval)], tmp_path / "framed.safetensors", tmp_path / "plots"
+    )
     framed = read_model_metadata(tmp_path / "framed.safetensors")
     assert framed["model_config"]["template_frame"] == 0.1 and framed["reframed_from"]["weights"] == "tiny.safetensors"
     assert "framed by 0.1" in framed["thresholds"]["measured_on"]

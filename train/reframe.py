@@ -39,24 +39,26 @@ def reframe(weights: Path, frame: float, eval_data: list[str], out: Path, plots:
     table = write_evaluation(sets, embeddings, plots)
     measured_on = f"the float model, held-out queries with templates framed by {frame} (python -m docemb.train.reframe)"
     metadata["thresholds"] = thresholds_from(table, measured_on, prefer="realdocs/eval")
-    metadata["reframed_from"] = {"weights": weights.name, "sha256": sha256(weights), "template_frame": frame, "held_out": metrics}
+    source = {"weights": weights.name, "sha256": sha256(weights), "template_frame": frame, "held_out": metrics}
+    metadata["reframed_from"] = source
     metadata.pop("model_config")
     save_model(out, model, metadata)
     card = out.with_suffix(".md")
-    write_text(card, _card(weights, out, frame, metrics, metadata["thresholds"]["match"], figures))
+    write_text(card, _card(weights, out, source, metadata["thresholds"]["match"], figures))
     return card
 
 
-def _card(weights: Path, out: Path, frame: float, metrics: dict[str, float], match: dict, figures: Path | None) -> str:
+def _card(weights: Path, out: Path, source: dict, match: dict, figures: Path | None) -> str:
+    frame, metrics = source["template_frame"], source["held_out"]
     old = weights.with_suffix(".md")
     body = old.read_text().split("\n", 1)[1] if old.is_file() else "\n(no card beside the source weights)\n"
     return "\n".join(
         [
             f"# {out.name}",
             "",
-            f"The weights of `{weights.name}` (sha256 `{sha256(weights)}`), unchanged; templates are now embedded in a grey",
+            f"The weights of `{weights.name}` (sha256 `{source['sha256']}`), unchanged; templates are now embedded in a grey",
             f"frame {frame} of each side wide (the contract's `preprocessing.template_frame`), and the held-out figures and",
-            f"match threshold below were measured with templates framed so (`python -m docemb.train.reframe`). Match",
+            "match threshold below were measured with templates framed so (`python -m docemb.train.reframe`). Match",
             f"threshold {match['threshold']:.4f} at FPR {match['fpr']} on {match['eval_set']} (TPR {match['tpr']:.3f}).",
             "",
             *(figure_lines(figures) + [""] if figures else []),
@@ -77,10 +79,14 @@ def main() -> None:
     parser.add_argument("--eval-data", nargs="+", required=True, metavar="FOLDER", help="held-out template folders")
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (its card goes beside it as .md)")
     parser.add_argument("--figures", type=Path, help="JSON written by `docemb evaluate --out`, for the card")
-    parser.add_argument("--plots", type=Path, default=Path("runs/reframe"), help="folder for the held-out plots (default: runs/reframe)")
+    parser.add_argument(
+        "--plots", type=Path, default=Path("runs/reframe"), help="folder for the held-out plots (default: runs/reframe)"
+    )
     args = parser.parse_args()
     try:
-        print(f"wrote {args.out} and {reframe(args.weights, args.frame, args.eval_data, args.out, args.plots, args.figures)}; plots in {args.plots}")
+        print(
+            f"wrote {args.out} and {reframe(args.weights, args.frame, args.eval_data, args.out, args.plots, args.figures)}; plots in {args.plots}"
+        )
     except DocembError as exc:
         raise SystemExit(f"reframe: error: {exc}") from None
 
