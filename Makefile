@@ -32,8 +32,8 @@ DATA := $(OUT)/synth
 MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
 # The shipped weights (v4 from `make pretrain`, trained on by configs/pretrain-gpu.sh to v6, whose
-# templates v7 frames): export-int8 starts from them unless CKPT is given or FROM_SCRATCH=1.
-WEIGHTS ?= weights/docemb-lcnet_100-v7.safetensors
+# templates v7 frames and v8 registers as nine views): export-int8 starts from them unless CKPT or FROM_SCRATCH=1.
+WEIGHTS ?= weights/docemb-lcnet_100-v8.safetensors
 FROM_SCRATCH ?=
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
 # Calibration images: the training documents, and the real training pool when there is one.
@@ -92,7 +92,7 @@ train: $(TRAINED)
 CORPUS ?= $(HOME)/.cache/docemb/corpus
 SYNTH_EVAL ?= $(HOME)/.cache/docemb/synth_eval
 PRETRAIN_OUT ?= $(HOME)/docemb-runs/pretrain-v4
-# make pretrain's product is v4, the start of the GPU phase (configs/pretrain-gpu.yaml) that made v6 (shipped as v7)
+# make pretrain's product is v4, the start of the GPU phase (configs/pretrain-gpu.yaml) that made v6 (shipped as v8)
 PRETRAIN_WEIGHTS ?= weights/docemb-lcnet_100-v4.safetensors
 pretrain: | $(INSTALLED)
 	@test -d ../shared/realdocs/train || { echo "make pretrain trains on ../shared/realdocs/train (the project's real documents): not found"; exit 2; }

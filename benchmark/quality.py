@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,17 @@ import numpy as np
 from docemb.atomic import write_json
 from docemb.capture import CAPTURE_STRENGTHS
 from docemb.errors import DocembError
-from docemb.evaluation import EvalSet, build_eval_set, capture_preprocessing, embed_resized, framed_templates, top_k_indices
-from docemb.preprocess import check_crop, check_frame
+from docemb.evaluation import (
+    EvalSet,
+    build_eval_set,
+    capture_preprocessing,
+    embed_resized,
+    embed_templates,
+    framed_templates,
+    template_scores,
+    top_k_by_score,
+)
+from docemb.preprocess import Preprocessing, check_crop, check_frame
 
 OPEN_SET_FPR = 1e-2
 
@@ -41,6 +50,7 @@ class QualityRow:
     tpr_at_fpr: float | None  # open-set TPR at OPEN_SET_FPR, None without impostors
     threshold: float | None
     template_frame: float  # the grey frame the templates were embedded in (docemb.preprocess.loose_frame)
+    template_views: int = 1  # views per template, each query scoring a template's best (Preprocessing.views)
 
 
 def manifest_rows(images: Path) -> tuple[Path, list[dict[str, str]]] | None:
@@ -84,12 +94,12 @@ def _rows(
     templates: np.ndarray,
     queries: np.ndarray,
     impostors: np.ndarray | None,
-    template_frame: float,
+    registered: Preprocessing,
 ) -> list[QualityRow]:
-    top = top_k_indices(queries, templates, 5)
-    scores = queries @ templates.T
+    scores = template_scores(queries, templates)
+    top = top_k_by_score(scores, 5)
     best, correct = scores.max(axis=1), top[:, 0] == eval_set.query_labels
-    impostor_best = (impostors @ templates.T).max(axis=1) if impostors is not None else None
+    impostor_best = template_scores(impostors, templates).max(axis=1) if impostors is not None else None
     query_kinds = np.asarray(kinds)[eval_set.query_labels]
     rows = []
     for group in ["all", *sorted(set(kinds))]:
@@ -106,10 +116,16 @@ def _rows(
                 float((top[pick] == eval_set.query_labels[pick, None]).any(axis=1).mean()),
                 tpr,
                 threshold,
-                template_frame,
+                registered.template_frame,
+                len(registered.views),
             )
         )
     return rows
+
+
+def registered_as(prep: Preprocessing, template_pad: float | None) -> Preprocessing:
+    """How templates are drawn for a model: as its contract says, or in the one frame `template_pad`."""
+    return prep if template_pad is None else replace(prep, template_frame=template_pad, template_views=())
 
 
 def model_labels(models: list[Path]) -> dict[Path, str]:
@@ -130,18 +146,19 @@ def evaluate_models(
 ) -> list[QualityRow]:
     """Every model on every folder and strength; all models see the very same captures (known
     and unknown alike centre-cropped to `query_crop`, docemb.preprocess.centre_crop), and
-    templates framed as each model's contract registers them, or all by `template_pad`."""
+    templates drawn as each model's contract registers them (frame and views), or all in the one
+    frame `template_pad`."""
     from docemb.embedders import load_embedder
 
     embedders = {path: load_embedder(path) for path in models}
     labels = model_labels(models)
     prep = capture_preprocessing((p for _, p in embedders.values()), "evaluate")
-    frame_of = {path: p.template_frame if template_pad is None else template_pad for path, (_, p) in embedders.items()}
+    registers = {path: registered_as(p, template_pad) for path, (_, p) in embedders.items()}
     rows = []
     for folder in folders:
         unknown = folder / "unknown"
-        framed = {frame: framed_templates(folder, prep, frame) for frame in set(frame_of.values())}
-        templates_of = {path: embed_resized(embed, prep, framed[frame_of[path]]) for path, (embed, _) in embedders.items()}
+        drawn = {p: framed_templates(folder, p) for p in set(registers.values())}
+        templates_of = {path: embed_templates(embed, prep, drawn[registers[path]]) for path, (embed, _) in embedders.items()}
         for strength in strengths:  # the templates (embedded above, as each model frames them) are the same at every strength
             eval_set = build_eval_set(folder, prep, queries_per_template, strength, seed=seed, query_crop=query_crop)
             kinds = template_kinds(folder, eval_set.template_names)
@@ -154,21 +171,21 @@ def evaluate_models(
                 queries = embed_resized(embed, prep, eval_set.queries)
                 impostors = embed_resized(embed, prep, impostor_set.queries) if impostor_set else None
                 rows.extend(
-                    _rows(labels[path], eval_set, strength, kinds, templates_of[path], queries, impostors, frame_of[path])
+                    _rows(labels[path], eval_set, strength, kinds, templates_of[path], queries, impostors, registers[path])
                 )
     return rows
 
 
 def format_table(rows: list[QualityRow]) -> str:
     lines = [
-        f"{'model':<34} {'eval set':<20} {'strength':<8} {'group':<14} {'queries':>7} {'R@1':>6} {'R@5':>6} {'TPR@1e-2':>8} {'thresh':>7} {'frame':>5}"
+        f"{'model':<34} {'eval set':<20} {'strength':<8} {'group':<14} {'queries':>7} {'R@1':>6} {'R@5':>6} {'TPR@1e-2':>8} {'thresh':>7} {'frame':>5} {'views':>5}"
     ]
     for row in rows:
         tpr = f"{row.tpr_at_fpr:8.3f}" if row.tpr_at_fpr is not None else f"{'-':>8}"
         threshold = f"{row.threshold:7.3f}" if row.threshold is not None else f"{'-':>7}"
         lines.append(
             f"{row.model[-34:]:<34} {row.eval_set[-20:]:<20} {row.strength:<8} {row.group[:14]:<14} {row.queries:>7} "
-            f"{row.recall_at_1:6.3f} {row.recall_at_5:6.3f} {tpr} {threshold} {row.template_frame:5.2f}"
+            f"{row.recall_at_1:6.3f} {row.recall_at_5:6.3f} {tpr} {threshold} {row.template_frame:5.2f} {row.template_views:>5}"
         )
     return "\n".join(lines)
 
@@ -209,7 +226,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template-pad",
         type=float,
-        help="embed each template in a grey frame this share of its sides wide (default: the model contract's template_frame)",
+        help="embed each template once, in a grey frame this share of its sides wide (default: the views the model contract registers)",
     )
 
 

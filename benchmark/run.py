@@ -158,28 +158,25 @@ def benchmark(
 ) -> tuple[dict, dict]:
     """The report (plain data, for bench.json) and the pair scores per eval set and model (for
     the histograms). Every model must carry its contract; all must share one preprocessing, up
-    to how templates are framed (each model's templates are framed as its contract says; the
+    to how templates are registered (each model's templates are drawn as its contract says; the
     captures are the same for all). Drift compares each model with its own float model (see
     drift_reference)."""
     if reference not in models:
         models = [reference, *models]
     contracts = {path: check_contract(path) for path in models}
     preps = {path: Preprocessing.from_dict(c["preprocessing"]) for path, c in contracts.items()}
-    frame_of = {path: p.template_frame for path, p in preps.items()}
     prep = capture_preprocessing(preps.values(), "benchmark")
-    eval_sets = [
-        build_eval_set(folder, prep, queries_per_template, seed=0, template_pad=frame_of[reference]) for folder in eval_folders
-    ]
-    sets_by_frame = {frame_of[reference]: eval_sets}
-    for frame in set(frame_of.values()) - {frame_of[reference]}:  # the same captures, templates framed as other models frame them
-        sets_by_frame[frame] = [replace(s, templates=framed_templates(f, prep, frame)) for s, f in zip(eval_sets, eval_folders)]
+    eval_sets = [build_eval_set(folder, preps[reference], queries_per_template, seed=0) for folder in eval_folders]
+    sets_of = {preps[reference]: eval_sets}
+    for other in set(preps.values()) - {preps[reference]}:  # the same captures, templates drawn as other models register them
+        sets_of[other] = [replace(s, templates=framed_templates(f, other)) for s, f in zip(eval_sets, eval_folders)]
     names = [s.name for s in eval_sets]
     if len(set(names)) != len(names):
         raise DocembError(f"eval folders share a name ({names}); give folders with distinct parent/name")
 
     workers = os.cpu_count() or 1
     embedded = {
-        path: {s.name: embed_eval_set(model_embedder(path, threads=workers), prep, s) for s in sets_by_frame[frame_of[path]]}
+        path: {s.name: embed_eval_set(model_embedder(path, threads=workers), prep, s) for s in sets_of[preps[path]]}
         for path in tqdm(models, desc="embed eval sets", unit="model")
     }
     sample = prep.normalize(eval_sets[0].queries[:1]) if eval_sets else np.zeros((1, 3, prep.size, prep.size), np.float32)

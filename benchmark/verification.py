@@ -23,12 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from docemb.atomic import write_json
-from docemb.benchmark.quality import OPEN_SET_FPR, add_scale_arguments, open_set, scale_problem, template_kinds
+from docemb.benchmark.quality import OPEN_SET_FPR, add_scale_arguments, open_set, registered_as, scale_problem, template_kinds
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.embedders import Embedder, load_embedder
-from docemb.evaluation import EVAL_MAX_SIDE, embed_resized
+from docemb.evaluation import EVAL_MAX_SIDE, embed_resized, embed_templates, template_scores
 from docemb.imageio import list_images, load_images
-from docemb.preprocess import Preprocessing, centre_crop, loose_frame
+from docemb.preprocess import Preprocessing, centre_crop
 from docemb.verify import (
     DETECTORS,
     ESTIMATORS,
@@ -96,7 +96,7 @@ def _captures(
 def _shortlists(
     captures: Captures, templates: np.ndarray, named: list[Features], k: int, settings: VerifySettings
 ) -> list[list[Candidate]]:
-    scores = captures.embeddings @ templates.T
+    scores = template_scores(captures.embeddings, templates)
     return [rerank(q, s, named, k, settings) for q, s in zip(tqdm(captures.features, desc="verify", leave=False), scores)]
 
 
@@ -124,10 +124,10 @@ def _open_set_verified(
 
 def _rows(strength: str, kinds: list[str], run: StrengthRun, templates: np.ndarray, rule: VerifyRule) -> list[VerifyRow]:
     captures, known, unknown, labels = run.known, run.known_lists, run.unknown_lists, run.known.labels
-    scores = captures.embeddings @ templates.T
+    scores = template_scores(captures.embeddings, templates)
     cosine_best = scores.argmax(axis=1)
     verified_best = np.array([decide(s, -2.0, rule).best.index for s in known])
-    impostor = (run.unknown.embeddings @ templates.T).max(axis=1) if run.unknown else None
+    impostor = template_scores(run.unknown.embeddings, templates).max(axis=1) if run.unknown else None
     query_kinds = np.asarray(kinds)[labels]
     rows = []
     for group in ["all", *sorted(set(kinds))]:
@@ -152,7 +152,7 @@ def _timing(
     for k in [*ks, len(named)]:
         start = time.perf_counter()
         for embedding, query in zip(captures.embeddings[:n], captures.features[:n]):
-            rerank(query, templates @ embedding, named, k, settings)
+            rerank(query, template_scores(embedding[None], templates)[0], named, k, settings)
         times[str(k)] = 1e3 * (time.perf_counter() - start) / min(n, len(captures.features))
     return times
 
@@ -183,7 +183,7 @@ def _cost(
     shortlisted = (
         (query, counterpart(named[i], query))
         for embedding, query in zip(captures.embeddings[:n], captures.features[:n])
-        for i in np.argsort(-(templates @ embedding), kind="stable")[:k]
+        for i in np.argsort(-template_scores(embedding[None], templates)[0], kind="stable")[:k]
     )
     pairs = [(query, template) for query, template in shortlisted if min(query.count, template.count) >= settings.min_keypoints]
     start = time.perf_counter()
@@ -228,11 +228,11 @@ def benchmark(
     template_pad: float | None = None,
 ) -> dict:
     embed, prep = load_embedder(model)
-    template_pad = prep.template_frame if template_pad is None else template_pad
     paths = list_images(folder / "templates" if (folder / "templates").is_dir() else folder)
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
     kinds = template_kinds(folder, [p.name for p in paths])
-    templates = embed_resized(embed, prep, np.stack([prep.resize(loose_frame(i, template_pad)) for i in images]))
+    registered = registered_as(prep, template_pad)
+    templates = embed_templates(embed, prep, np.stack([registered.template_inputs(i) for i in images]))
     named = [template_features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
     unknown_images = (
         load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)[0] if (folder / "unknown").is_dir() else []
@@ -263,7 +263,7 @@ def benchmark(
         "settings": settings.to_dict(),
         "shortlist": k,
         "query_crop": query_crop,
-        "template_pad": template_pad,
+        "template_views": [asdict(v) for v in registered.views],
         "rows": [asdict(r) for r in rows],
         "feature_bytes_per_template": float(feature_bytes),
         "ms_per_query": timing,
@@ -284,7 +284,7 @@ def format_table(result: dict) -> str:
         )
     lines.append(
         f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}"
-        f"; for the embedding, captures centre-cropped to {result['query_crop']}, templates framed by {result['template_pad']}"
+        f"; for the embedding, captures centre-cropped to {result['query_crop']}, templates as {len(result['template_views'])} view(s)"
     )
     lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
     for strength, times in result["ms_per_query"].items():

@@ -5,7 +5,7 @@ that the command line starts without numpy.
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_model"]
+__all__ = ["load_model", "template_scores"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from docemb.api import load_model
 
         return load_model
+    if name == "template_scores":
+        from docemb.evaluation import template_scores
+
+        return template_scores
     raise AttributeError(f"module 'docemb' has no attribute {name!r}")

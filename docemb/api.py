@@ -40,15 +40,18 @@ class Model:
         return self._embed(images, batch_size, self.preprocessing.resize)
 
     def embed_templates(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 64) -> np.ndarray:
-        """Embeddings of clean templates to match photos against: framed as the contract says
-        (`template_frame`), the way the match threshold was measured."""
-        return self._embed(images, batch_size, self.preprocessing.template)
+        """(N, views, D) embeddings of clean templates to match photos against, each as every view
+        the contract registers (`template_views`), the way the match threshold was measured; a
+        photo scores a template's best view (`docemb.template_scores`)."""
+        items = [images] if _single(images) else list(images)
+        views = len(self.preprocessing.views)
+        flat = self._embed([view for i in items for view in self.preprocessing.template_inputs(_rgb(i))], batch_size, _as_is)
+        return flat.reshape(len(items), views, -1)
 
     def _embed(
         self, images: ImageLike | Sequence[ImageLike], batch_size: int, resize: Callable[[np.ndarray], np.ndarray]
     ) -> np.ndarray:
-        single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
-        items = [images] if single else list(images)
+        items = [images] if _single(images) else list(images)
         rows = [self.embed_resized(np.stack(batch)) for batch in _batches((resize(_rgb(i)) for i in items), batch_size)]
         if not rows:
             raise DocembError("no images to embed")
@@ -63,6 +66,14 @@ class Model:
                 f"{self.path}: gave non-finite embeddings for {bad} of {len(embeddings)} images; the model file is broken"
             )
         return embeddings
+
+
+def _single(images: ImageLike | Sequence[ImageLike]) -> bool:
+    return isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+
+
+def _as_is(resized: np.ndarray) -> np.ndarray:
+    return resized
 
 
 def _rgb(image: ImageLike) -> np.ndarray:

@@ -19,15 +19,15 @@ from docemb.capture import simulate_capture
 from docemb.embedders import Embedder
 from docemb.errors import DocembError
 from docemb.imageio import OnError, list_images, load_images
-from docemb.preprocess import Preprocessing, centre_crop, loose_frame, stack_inputs
+from docemb.preprocess import Preprocessing, centre_crop
 
 EVAL_MAX_SIDE = 512  # queries are distorted at about phone-crop resolution, then resized
 
 
 @dataclass
 class EvalSet:
-    """Templates and seeded distorted queries, already resized (uint8 NHWC) so that every model
-    sees identical pixels."""
+    """Templates and seeded distorted queries, already resized (uint8) so that every model sees
+    identical pixels. Templates are (T, views, H, W, 3): each as every view it is registered as."""
 
     name: str
     template_names: list[str]
@@ -38,8 +38,8 @@ class EvalSet:
 
 @dataclass
 class Embeddings:
-    templates: np.ndarray
-    queries: np.ndarray
+    templates: np.ndarray  # (T, views, D)
+    queries: np.ndarray  # (Q, D)
 
 
 def build_eval_set(
@@ -53,13 +53,12 @@ def build_eval_set(
     query_crop: float = 1.0,
     template_pad: float | None = None,
 ) -> EvalSet:
-    """Templates are the images in `folder` (or in `folder/templates` when it has one), each in a
-    grey frame `template_pad` of its sides wide (None: the preprocessing's own, as registered);
-    queries are simulated phone captures (docemb.capture) at `strength`, seeded, each
-    centre-cropped to `query_crop` of its sides before resizing (1: whole)."""
+    """Templates are the images in `folder` (or in `folder/templates` when it has one), each as
+    the preprocessing's views (as registered) or, given `template_pad`, in one grey frame that
+    share of its sides wide; queries are simulated phone captures (docemb.capture) at `strength`,
+    seeded, each centre-cropped to `query_crop` of its sides before resizing (1: whole)."""
     folder = Path(folder)
     root, images, paths = _template_images(folder, limit, on_error)
-    pad = preprocessing.template_frame if template_pad is None else template_pad
     rng = np.random.default_rng(seed)
     queries, labels = [], []
     for index, image in enumerate(tqdm(images, desc=f"queries {folder.name}", leave=False, unit="img")):
@@ -69,7 +68,7 @@ def build_eval_set(
     return EvalSet(
         name=f"{folder.parent.name}/{folder.name}",
         template_names=[str(p.relative_to(root)) for p in paths],
-        templates=stack_inputs(preprocessing, [loose_frame(image, pad) for image in images]),
+        templates=_template_views(images, preprocessing, template_pad),
         queries=np.stack(queries),
         query_labels=np.asarray(labels, dtype=np.int64),
     )
@@ -82,17 +81,24 @@ def _template_images(folder: Path, limit: int | None, on_error: OnError) -> tupl
     return root, images, paths
 
 
-def framed_templates(folder: str | os.PathLike, preprocessing: Preprocessing, pad: float) -> np.ndarray:
-    """The templates build_eval_set makes of `folder`, framed by `pad`: for models that frame
-    them apart but see the same captures, with no capture simulated again."""
+def _template_views(images: list[np.ndarray], preprocessing: Preprocessing, pad: float | None) -> np.ndarray:
+    """(T, views, H, W, 3): each template as the preprocessing's views, or in the one frame `pad`."""
+    prep = preprocessing if pad is None else replace(preprocessing, template_frame=pad, template_views=())
+    return np.stack([prep.template_inputs(image) for image in images])
+
+
+def framed_templates(folder: str | os.PathLike, preprocessing: Preprocessing, pad: float | None = None) -> np.ndarray:
+    """The templates build_eval_set makes of `folder`, as `preprocessing`'s views (or framed by
+    `pad`): for models that register them apart but see the same captures, with no capture
+    simulated again."""
     _, images, _ = _template_images(Path(folder), None, "raise")
-    return stack_inputs(preprocessing, [loose_frame(image, pad) for image in images])
+    return _template_views(images, preprocessing, pad)
 
 
 def capture_preprocessing(preprocessings: Iterable[Preprocessing], what: str) -> Preprocessing:
     """The one preprocessing of the captures that models compared together see; the models may
-    frame templates apart (Preprocessing.template_frame), nothing else."""
-    unframed = {replace(p, template_frame=0.0) for p in preprocessings}
+    register templates apart (Preprocessing.template_frame, template_views), nothing else."""
+    unframed = {replace(p, template_frame=0.0, template_views=()) for p in preprocessings}
     if len(unframed) != 1:
         raise DocembError(f"models disagree on preprocessing; {what} models of one input size together")
     return unframed.pop()
@@ -104,17 +110,39 @@ def embed_resized(embedder: Embedder, preprocessing: Preprocessing, images: np.n
     return np.concatenate(chunks).astype(np.float32)
 
 
+def embed_templates(embedder: Embedder, preprocessing: Preprocessing, templates: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(T, views, H, W, 3) uint8 -> (T, views, D) embeddings."""
+    flat = embed_resized(embedder, preprocessing, templates.reshape(-1, *templates.shape[2:]), batch_size)
+    return flat.reshape(*templates.shape[:2], -1)
+
+
 def embed_eval_set(embedder: Embedder, preprocessing: Preprocessing, eval_set: EvalSet, batch_size: int = 64) -> Embeddings:
     return Embeddings(
-        templates=embed_resized(embedder, preprocessing, eval_set.templates, batch_size),
+        templates=embed_templates(embedder, preprocessing, eval_set.templates, batch_size),
         queries=embed_resized(embedder, preprocessing, eval_set.queries, batch_size),
     )
 
 
+def template_scores(queries: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """(Q, T): each query's cosine with each template's best view; templates (T, D) or (T, views, D)."""
+    if templates.ndim == 2:
+        return queries @ templates.T
+    return np.einsum("qd,tvd->qtv", queries, templates, optimize=True).max(axis=2)
+
+
+def top_templates(queries: np.ndarray, templates: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best templates (by best view) for each query, best first."""
+    return top_k_by_score(template_scores(queries, templates), k)
+
+
 def top_k_indices(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k most cosine-similar gallery rows for each query, best first."""
-    scores = queries @ gallery.T
-    k = min(k, gallery.shape[0])
+    return top_k_by_score(queries @ gallery.T, k)
+
+
+def top_k_by_score(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k highest scores, best first."""
+    k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
@@ -122,7 +150,7 @@ def top_k_indices(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarra
 
 def retrieval_metrics(embeddings: Embeddings, query_labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Recall@k: the share of queries whose own template is among their k nearest templates."""
-    top = top_k_indices(embeddings.queries, embeddings.templates, max(ks))
+    top = top_templates(embeddings.queries, embeddings.templates, max(ks))
     hits = top == query_labels[:, None]
     return {f"recall@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
@@ -132,7 +160,7 @@ FPR_TARGETS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 def pair_scores(embeddings: Embeddings, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cosine of every query with every template: (same-document scores, other-document scores)."""
-    scores = embeddings.queries @ embeddings.templates.T
+    scores = template_scores(embeddings.queries, embeddings.templates)
     same = np.zeros_like(scores, dtype=bool)
     same[np.arange(len(query_labels)), query_labels] = True
     return scores[same], scores[~same]
@@ -199,15 +227,15 @@ CLEAR_MARGIN = 0.01
 
 def reference_margins(embeddings: Embeddings) -> np.ndarray:
     """Per query: cosine to its best template minus cosine to its second best."""
-    scores = np.sort(embeddings.queries @ embeddings.templates.T, axis=1)
+    scores = np.sort(template_scores(embeddings.queries, embeddings.templates), axis=1)
     return scores[:, -1] - scores[:, -2] if scores.shape[1] > 1 else np.full(len(scores), np.inf)
 
 
 def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1, where: np.ndarray | None = None) -> float:
     """Share of queries (those selected by the boolean mask `where`, or all) whose top-k
     templates (as a set) are the same under both models."""
-    ref_top = top_k_indices(reference.queries, reference.templates, k)
-    cand_top = top_k_indices(candidate.queries, candidate.templates, k)
+    ref_top = top_templates(reference.queries, reference.templates, k)
+    cand_top = top_templates(candidate.queries, candidate.templates, k)
     same = np.array([set(a) == set(b) for a, b in zip(ref_top.tolist(), cand_top.tolist())])
     return float(same[where].mean() if where is not None else same.mean())
 
@@ -215,8 +243,8 @@ def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1
 def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, float]:
     """Drift of `candidate` from `reference` over all templates and queries of one eval set."""
     metrics = cosine_drift(
-        np.concatenate([reference.templates, reference.queries]),
-        np.concatenate([candidate.templates, candidate.queries]),
+        np.concatenate([reference.templates.reshape(-1, reference.queries.shape[1]), reference.queries]),
+        np.concatenate([candidate.templates.reshape(-1, candidate.queries.shape[1]), candidate.queries]),
     )
     metrics["top1_agreement"] = neighbour_agreement(reference, candidate, k=1)
     metrics["top5_agreement"] = neighbour_agreement(reference, candidate, k=5)
@@ -228,6 +256,10 @@ def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, flo
     # templates sit, and how far the candidate moves a query-template score
     metrics["margin_median"] = float(np.median(margins))
     metrics["score_error_median"] = float(
-        np.median(np.abs(candidate.queries @ candidate.templates.T - reference.queries @ reference.templates.T))
+        np.median(
+            np.abs(
+                template_scores(candidate.queries, candidate.templates) - template_scores(reference.queries, reference.templates)
+            )
+        )
     )
     return metrics

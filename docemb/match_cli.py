@@ -88,7 +88,7 @@ def register(args: argparse.Namespace, templates: list[str]) -> None:
     else:
         threshold = args.threshold if args.threshold is not None else contract_threshold(args.model)
         settings, rule = verification(args.model)
-        store = TemplateStore(vectors.shape[1], settings if args.verify else None)
+        store = TemplateStore(vectors.shape[-1], settings if args.verify else None)
         info = StoreInfo(str(args.model), model.sha256, threshold, asdict(rule) if args.verify else None)
     for path, vector, image in zip(templates, vectors, images):
         store.put(template_name(path), vector, image)

@@ -19,7 +19,7 @@ from torch import nn
 
 from docemb.atomic import atomic_path
 from docemb.errors import DocembError
-from docemb.preprocess import Preprocessing, check_frame
+from docemb.preprocess import Preprocessing, TemplateView, check_frame
 
 ARCHS = ("lcnet_050", "lcnet_075", "lcnet_100")
 # Small backbones a user might pick instead; `docemb export --peer` builds them with the same
@@ -41,6 +41,7 @@ class ModelConfig:
     head_norm: HeadNorm = "ln_bn"
     whitening: bool = False  # a Linear at the end of the head, fitted after training (docemb.whitening)
     template_frame: float = 0.0  # grey frame around registered templates (docemb.preprocess.Preprocessing)
+    template_views: tuple[TemplateView, ...] = ()  # views each registered template is embedded as; none: the framed one
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS + PEER_ARCHS:
@@ -61,7 +62,14 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        try:
+            values["template_views"] = tuple(
+                v if isinstance(v, TemplateView) else TemplateView(**v) for v in values.get("template_views", ())
+            )
+        except (TypeError, ValueError) as exc:
+            raise DocembError(f"template_views: {exc}") from None
+        return cls(**values)
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -127,7 +135,8 @@ class EmbeddingModel(nn.Module):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(size=self.config.input_size, template_frame=self.config.template_frame)
+        c = self.config
+        return Preprocessing(size=c.input_size, template_frame=c.template_frame, template_views=c.template_views)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.head(self.backbone(images)[-1]))

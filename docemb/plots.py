@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from docemb.atomic import atomic_path
-from docemb.evaluation import EvalSet, top_k_indices
+from docemb.evaluation import EvalSet, template_scores, top_k_by_score
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -70,15 +70,15 @@ def retrieval_grid(
 ) -> Path:
     """Each row: a distorted query, then its top-k templates (green frame: its own template)."""
     picks = np.linspace(0, len(eval_set.queries) - 1, min(rows, len(eval_set.queries))).astype(int)
-    top = top_k_indices(query_embeddings[picks], template_embeddings, k)
-    scores = query_embeddings[picks] @ template_embeddings.T
+    scores = template_scores(query_embeddings[picks], template_embeddings)
+    top = top_k_by_score(scores, k)
     figure, axes = plt.subplots(len(picks), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(picks)), squeeze=False, layout="constrained")
     for row, (query_index, neighbours) in enumerate(zip(picks, top)):
         axes[row, 0].imshow(eval_set.queries[query_index])
         axes[row, 0].set_title("query", fontsize=7)
         for column, template_index in enumerate(neighbours, start=1):
             axis = axes[row, column]
-            axis.imshow(eval_set.templates[template_index])
+            axis.imshow(eval_set.templates[template_index, 0])  # its first view
             correct = template_index == eval_set.query_labels[query_index]
             axis.set_title(f"{scores[row, template_index]:.3f}", fontsize=7, color="green" if correct else "black")
             for spine in axis.spines.values():

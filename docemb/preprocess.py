@@ -6,7 +6,8 @@ JSON written beside every model describes exactly these steps, so a phone app ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
@@ -16,20 +17,46 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
+class TemplateView:
+    """One way a registered template is drawn before embedding: in a grey frame `frame` of each
+    side wide, then turned `degrees` anticlockwise. Phone captures come loose and tilted, so each
+    template is registered as several such views and a photo scores its best view."""
+
+    frame: float = 0.0
+    degrees: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_frame(self.frame)
+        if not -45 <= self.degrees <= 45:
+            raise ValueError(f"a template view turns by at most 45 degrees either way, not {self.degrees}")
+
+    def draw(self, rgb: np.ndarray) -> np.ndarray:
+        return rotated(loose_frame(rgb, self.frame), self.degrees)
+
+
+@dataclass(frozen=True)
 class Preprocessing:
     """Stretch-resize to size x size (PIL bilinear, antialiased), RGB, /255, (x - mean) / std, NCHW.
 
     Templates (the clean images users register) first get a grey frame `template_frame` of each
     side wide: a capture that alignment leaves loose shows the document smaller than its clean
-    image, and the frame draws the template at that scale (docs/search.md)."""
+    image, and the frame draws the template at that scale (docs/search.md). Registered templates
+    are embedded as each of `template_views` (none given: the one framed view) and a photo scores
+    a template's best view; training frames its clean views by `template_frame`."""
 
     size: int = 128
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     template_frame: float = 0.0
+    template_views: tuple[TemplateView, ...] = ()
 
     def __post_init__(self) -> None:
         check_frame(self.template_frame)
+
+    @property
+    def views(self) -> tuple[TemplateView, ...]:
+        """The views each registered template is embedded as."""
+        return self.template_views or (TemplateView(self.template_frame),)
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> size x size x 3 uint8. Aspect ratio is not kept: an aligned document
@@ -61,6 +88,10 @@ class Preprocessing:
         """A template (not a capture) at the model's size: framed, then resized."""
         return self.resize(loose_frame(rgb, self.template_frame))
 
+    def template_inputs(self, rgb: np.ndarray) -> np.ndarray:
+        """A registered template at the model's size, once per view: (views, size, size, 3) uint8."""
+        return np.stack([self.resize(view.draw(rgb)) for view in self.views])
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.normalize(self.resize(rgb))
 
@@ -74,13 +105,18 @@ class Preprocessing:
             "mean": list(self.mean),
             "std": list(self.std),
             "template_frame": self.template_frame,
+            "template_views": [asdict(view) for view in self.views],
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        """Contracts written before templates were framed have no `template_frame`: 0."""
+        """Contracts written before templates were framed have no `template_frame` (0), those
+        before views no `template_views` (the one framed view)."""
         frame = float(data.get("template_frame", 0.0))
-        return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), template_frame=frame)
+        views = tuple(TemplateView(float(v["frame"]), float(v["degrees"])) for v in data.get("template_views", []))
+        if views == (TemplateView(frame),):
+            views = ()
+        return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), template_frame=frame, template_views=views)
 
 
 def stack_inputs(preprocessing: Preprocessing, images: list[np.ndarray]) -> np.ndarray:
@@ -119,13 +155,39 @@ def loose_frame(rgb: np.ndarray, share: float, grey: int = 128) -> np.ndarray:
     return framed
 
 
+def rotated(rgb: np.ndarray, degrees: float, grey: int = 128) -> np.ndarray:
+    """The image turned `degrees` anticlockwise on a grey canvas just large enough to hold it:
+    a template drawn as tilted as phone captures are. Bilinear, with grey beyond the edges; written
+    out (not PIL's rotate) so that the Android core can repeat it exactly (docs/contract.md)."""
+    if degrees == 0:
+        return rgb
+    h, w = rgb.shape[:2]
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    out_w = math.ceil(abs(w * cos) + abs(h * sin) - 1e-9)
+    out_h = math.ceil(abs(h * cos) + abs(w * sin) - 1e-9)
+    ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
+    dx, dy = xs + 0.5 - out_w / 2, ys + 0.5 - out_h / 2
+    # source position of each output pixel centre, in a copy padded by one grey pixel
+    sx = cos * dx - sin * dy + w / 2 - 0.5 + 1
+    sy = sin * dx + cos * dy + h / 2 - 0.5 + 1
+    padded = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), constant_values=grey).astype(np.float64)
+    sx, sy = np.clip(sx, 0, w + 1), np.clip(sy, 0, h + 1)
+    x0, y0 = np.minimum(np.floor(sx).astype(np.int64), w), np.minimum(np.floor(sy).astype(np.int64), h)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    top = padded[y0, x0] * (1 - fx) + padded[y0, x0 + 1] * fx
+    bottom = padded[y0 + 1, x0] * (1 - fx) + padded[y0 + 1, x0 + 1] * fx
+    return np.floor(top * (1 - fy) + bottom * fy + 0.5).astype(np.uint8)
+
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Preprocessing",
+    "TemplateView",
     "centre_crop",
     "check_crop",
     "check_frame",
     "loose_frame",
+    "rotated",
     "stack_inputs",
 ]

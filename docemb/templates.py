@@ -1,7 +1,8 @@
 """Registered templates and the match-or-unknown decision, the same as the Android core's.
 
 The store file is the Android app's own format (android_demo/core TemplateStore.java: "DEMB",
-version, dimension, count, then per template a modified-UTF-8 name and big-endian float32s), so
+version, dimension, count, then per template a modified-UTF-8 name, its number of views (from
+version 2) and their big-endian float32s), so
 templates registered on a desktop load on a phone and back. Which model made the embeddings
 and the match threshold sit beside it in `STORE.json`; templates registered for geometric
 verification keep their local features in `STORE.features.npz` (docemb.verify).
@@ -23,8 +24,9 @@ from docemb.errors import DocembError
 from docemb.verify import Features, VerifyRule, VerifySettings
 
 MAGIC = 0x44454D42  # "DEMB"
-VERSION = 1
+VERSION = 2  # 1: one view per template, no view count
 UNKNOWN = "unknown"
+MAX_VIEWS = 64
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Decision:
 
 
 class TemplateStore:
-    """Name -> unit embedding, in registration order."""
+    """Name -> unit embeddings of its views (views, D), in registration order; a query scores a
+    template's best view."""
 
     def __init__(self, dim: int, verify_settings: VerifySettings | None = None) -> None:
         self.dim = dim
@@ -62,15 +65,17 @@ class TemplateStore:
         self.features: dict[str, Features] = {}
 
     def put(self, name: str, embedding: np.ndarray, image: np.ndarray | None = None) -> None:
-        """Register (or replace) a template; with verification on, its RGB `image` gives its features."""
-        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self.dim:
-            raise DocembError(f"embedding of {name} has {vector.shape[0]} values, expected {self.dim}")
+        """Register (or replace) a template from the embedding of each of its views ((D,) for one);
+        with verification on, its RGB `image` gives its features."""
+        views = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
+        if views.ndim != 2 or views.shape[1] != self.dim or not 1 <= len(views) <= MAX_VIEWS:
+            raise DocembError(f"embedding of {name} has shape {views.shape}, expected (views, {self.dim}), 1 to {MAX_VIEWS} views")
         if self.verify_settings is not None:
             if image is None:
                 raise DocembError(f"{name}: this store verifies matches; register the template with its image")
             self.features[name] = verification.template_features(image, self.verify_settings)
-        self.templates[name] = (vector / np.float32(max(np.linalg.norm(vector), 1e-12))).astype(np.float32)
+        norms = np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)
+        self.templates[name] = (views / norms).astype(np.float32)
 
     def remove(self, name: str) -> None:
         self.templates.pop(name, None)
@@ -80,8 +85,9 @@ class TemplateStore:
         return len(self.templates)
 
     def scores(self, query: np.ndarray) -> np.ndarray:
-        """The query's dot product with every template, in registration order."""
-        return np.stack(list(self.templates.values())) @ np.asarray(query, dtype=np.float32).reshape(-1)
+        """The query's dot product with every template's best view, in registration order."""
+        vector = np.asarray(query, dtype=np.float32).reshape(-1)
+        return np.array([np.max(views @ vector) for views in self.templates.values()], dtype=np.float32)
 
     def top_k(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k best templates by dot product, best first; ties keep registration order (as Java's stable sort)."""
@@ -129,9 +135,9 @@ class TemplateStore:
     # the Android app's binary format -----------------------------------------------------------
     def write(self, path: str | os.PathLike) -> None:
         parts = [struct.pack(">iiii", MAGIC, VERSION, self.dim, len(self.templates))]
-        for name, vector in self.templates.items():
+        for name, views in self.templates.items():
             encoded = name.encode("utf-8")
-            parts.append(struct.pack(">H", len(encoded)) + encoded + vector.astype(">f4").tobytes())
+            parts.append(struct.pack(">H", len(encoded)) + encoded + struct.pack(">H", len(views)) + views.astype(">f4").tobytes())
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"".join(parts))
         if self.verify_settings is not None:
@@ -146,15 +152,19 @@ class TemplateStore:
             magic, version, dim, count = struct.unpack_from(">iiii", data, 0)
             if magic != MAGIC:
                 raise DocembError(f"{path}: not a docemb template store")
-            if version != VERSION:
-                raise DocembError(f"{path}: template store version {version} is not supported (this docemb reads {VERSION})")
+            if version not in (1, VERSION):
+                raise DocembError(f"{path}: template store version {version} is not supported (this docemb reads 1 and {VERSION})")
             store, offset = cls(dim), 16
             for _ in range(count):
                 (length,) = struct.unpack_from(">H", data, offset)
                 name = data[offset + 2 : offset + 2 + length].decode("utf-8")
                 offset += 2 + length
-                store.templates[name] = np.frombuffer(data, ">f4", dim, offset).astype(np.float32)
-                offset += 4 * dim
+                views = 1
+                if version > 1:
+                    (views,) = struct.unpack_from(">H", data, offset)
+                    offset += 2
+                store.templates[name] = np.frombuffer(data, ">f4", views * dim, offset).astype(np.float32).reshape(views, dim)
+                offset += 4 * views * dim
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise DocembError(f"{path}: truncated or corrupt template store ({exc})") from None
         features_file = verification.features_path(path)

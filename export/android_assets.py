@@ -6,9 +6,10 @@ preprocessing and matching to Python's.
 
 Golden files (under `golden/`): a few template images and photo-distorted queries as PNG at
 their own size (so the app's resize is tested too), the exact input tensor Python feeds the
-model for each (little-endian int8 or float32, the contract's layout), the embedding the model
-returns, and for each query the scores against the registered templates and the decision
-(best template, or unknown below the contract's match threshold).
+model for each (for a template, one per view the contract registers it as; little-endian int8
+or float32, the contract's layout), the embedding the model returns, and for each query the
+scores against the registered templates (each its best view) and the decision (best template, or
+unknown below the contract's match threshold).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image
 from docemb.atomic import atomic_path, write_json
 from docemb.contract import check_contract, contract_path
 from docemb.errors import DocembError
+from docemb.evaluation import template_scores
 from docemb.imageio import list_images, read_rgb
 from docemb.litert import interpreter, to_input
 from docemb.photo import distort, photo_distortion
@@ -39,8 +41,9 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def match(query: np.ndarray, templates: np.ndarray, names: list[str], threshold: float) -> dict:
-    """The decision rule the app repeats: best cosine, unknown below threshold."""
-    scores = unit(templates) @ unit(query)
+    """The decision rule the app repeats: best cosine over each template's views (T, views, D),
+    unknown below threshold."""
+    scores = template_scores(unit(query)[None], unit(templates))[0]
     order = np.argsort(-scores, kind="stable")
     best = int(order[0])
     return {
@@ -84,25 +87,33 @@ def write_android_assets(model: Path, images: Path, out: Path, registered: int =
     runner = interpreter(model, threads=1)
     input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
 
-    def record(name: str, rgb: np.ndarray, template: bool = False) -> tuple[dict, np.ndarray]:
-        """PNG, the model input Python builds from it (framed, for a template), and the model's
-        embedding (also returned)."""
-        _save_png(rgb, golden / f"{name}.png")
-        resized = preprocessing.template(rgb) if template else preprocessing.resize(rgb)
+    def embed(name: str, resized: np.ndarray) -> tuple[dict, np.ndarray]:
+        """The model input Python builds and the model's embedding, saved as `name`.*.bin."""
         tensor = to_input(preprocessing.normalize(resized)[None], input_detail)
         runner.set_tensor(input_detail["index"], tensor)
         runner.invoke()
         embedding = runner.get_tensor(output_detail["index"])[0].astype(np.float32)
         _save_raw(tensor[0], golden / f"{name}.input.bin")
         _save_raw(embedding, golden / f"{name}.embedding.bin")
-        entry = {"name": name, "image": f"{name}.png", "input": f"{name}.input.bin", "embedding": f"{name}.embedding.bin"}
-        return entry, embedding
+        return {"input": f"{name}.input.bin", "embedding": f"{name}.embedding.bin"}, embedding
+
+    def record(name: str, rgb: np.ndarray) -> tuple[dict, np.ndarray]:
+        """A query: its PNG, input and embedding (also returned)."""
+        _save_png(rgb, golden / f"{name}.png")
+        files, embedding = embed(name, preprocessing.resize(rgb))
+        return {"name": name, "image": f"{name}.png", **files}, embedding
+
+    def register(name: str, rgb: np.ndarray) -> tuple[dict, np.ndarray]:
+        """A template: its PNG, and the input and embedding of each view (embeddings returned)."""
+        _save_png(rgb, golden / f"{name}.png")
+        views = [embed(f"{name}.view{v}", resized) for v, resized in enumerate(preprocessing.template_inputs(rgb))]
+        return {"name": name, "image": f"{name}.png", "views": [f for f, _ in views]}, np.stack([e for _, e in views])
 
     pipeline = photo_distortion("medium", seed=seed)
     # evenly spaced through the folder: generated sets keep near-duplicate families together
     step = len(paths) // (registered + unregistered)
     sources = [read_rgb(p, max_side=MAX_SIDE) for p in paths[::step][: registered + unregistered]]
-    recorded = [record(f"template_{i}", image, template=True) for i, image in enumerate(sources[:registered])]
+    recorded = [register(f"template_{i}", image) for i, image in enumerate(sources[:registered])]
     templates = [entry for entry, _ in recorded]
     template_embeddings = np.stack([embedding for _, embedding in recorded])
     names = [t["name"] for t in templates]

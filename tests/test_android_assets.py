@@ -28,9 +28,12 @@ def int8_model(synth_train, tmp_path_factory):
     import torch
 
     from docemb.model import ModelConfig, build_model
+    from docemb.preprocess import TemplateView
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="lcnet_050", input_size=64, embedding_dim=32, squeeze_channels=16), seed=0).eval()
+    views = (TemplateView(0.05), TemplateView(0.0, -6), TemplateView(0.1, 6))  # frames and turns the Java core must repeat
+    config = ModelConfig(arch="lcnet_050", input_size=64, embedding_dim=32, squeeze_channels=16, template_views=views)
+    model = build_model(config, seed=0).eval()
     calibration = calibration_inputs([synth_train], model.preprocessing, 8, offset=0)
     # full integer: the int8 input path (the committed assets cover the float32 input of the default)
     path = quantize_tflite(model, tmp_path_factory.mktemp("int8") / "m_int8.tflite", calibration, float_front_stride=0)
@@ -43,6 +46,7 @@ def test_golden_files_describe_what_python_computed(int8_model, synth_eval, tmp_
     assert (tmp_path / "model.tflite").read_bytes() == int8_model.read_bytes()
     assert index["input"]["dtype"] == "int8" and index["threshold"] == 0.9
     assert len(index["templates"]) == 3 and len(index["queries"]) == 6
+    assert all(len(template["views"]) == 3 for template in index["templates"])
     for query in index["queries"]:
         tensor = np.fromfile(tmp_path / "golden" / query["input"], dtype=np.int8)
         assert tensor.size == 64 * 64 * 3

@@ -13,7 +13,8 @@ from PIL import Image
 from docemb import capture, photo
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.evaluation import build_eval_set
-from docemb.preprocess import Preprocessing, centre_crop, loose_frame
+from docemb.evaluation import template_scores
+from docemb.preprocess import Preprocessing, TemplateView, centre_crop, loose_frame, rotated
 
 
 def page(h: int = 200, w: int = 150) -> np.ndarray:
@@ -112,17 +113,53 @@ def test_eval_templates_are_framed_and_queries_unchanged(tmp_path):
     prep = Preprocessing(size=64)
     plain = build_eval_set(tmp_path, prep, 1, "mild", seed=2)
     framed = build_eval_set(tmp_path, prep, 1, "mild", seed=2, template_pad=0.1)
-    assert np.array_equal(framed.templates[0], prep.resize(loose_frame(page(), 0.1)))
+    assert np.array_equal(framed.templates[0, 0], prep.resize(loose_frame(page(), 0.1)))
     assert np.array_equal(framed.queries, plain.queries) and not np.array_equal(framed.templates, plain.templates)
 
 
 def test_the_contract_carries_the_template_frame_and_older_contracts_read_unframed(tmp_path):
     prep = Preprocessing(size=64, template_frame=0.1)
     assert Preprocessing.from_dict(prep.to_dict()) == prep
-    older = {key: value for key, value in prep.to_dict().items() if key != "template_frame"}
-    assert Preprocessing.from_dict(older).template_frame == 0.0
+    older = {key: value for key, value in prep.to_dict().items() if key not in ("template_frame", "template_views")}
+    assert Preprocessing.from_dict(older).template_frame == 0.0 and Preprocessing.from_dict(older).views == (TemplateView(),)
     assert np.array_equal(prep.template(page()), prep.resize(loose_frame(page(), 0.1)))
     Image.fromarray(page()).save(tmp_path / "doc.png")
-    assert np.array_equal(build_eval_set(tmp_path, prep, 1, "mild").templates[0], prep.template(page()))  # as registered
+    assert np.array_equal(build_eval_set(tmp_path, prep, 1, "mild").templates[0, 0], prep.template(page()))  # as registered
     with pytest.raises(ValueError, match="share of each side"):
         Preprocessing(template_frame=0.5)
+
+
+def test_a_turned_template_keeps_its_pixels_and_shows_grey_corners():
+    template = page(200, 150)
+    assert np.array_equal(rotated(template, 0), template)
+    assert np.array_equal(rotated(template, 90), np.rot90(template))  # anticlockwise, as np.rot90
+    turned = rotated(template, 6)
+    assert turned.shape[0] > 200 and turned.shape[1] > 150  # the canvas holds the whole turned page
+    assert (turned[0, 0] == 128).all() and (turned[-1, -1] == 128).all()
+    centre = turned[turned.shape[0] // 2 - 2 : turned.shape[0] // 2 + 2, turned.shape[1] // 2 - 2 : turned.shape[1] // 2 + 2]
+    assert np.abs(centre.astype(int) - 245).max() <= 1  # the page's blank middle, not grey
+
+
+def test_the_contract_carries_template_views_and_each_template_is_embedded_as_every_view(tmp_path):
+    views = (TemplateView(0.05), TemplateView(0.0, -6), TemplateView(0.1, 6))
+    prep = Preprocessing(size=64, template_frame=0.05, template_views=views)
+    assert Preprocessing.from_dict(prep.to_dict()) == prep and prep.views == views
+    one = Preprocessing(size=64, template_frame=0.05)
+    assert one.to_dict()["template_views"] == [{"frame": 0.05, "degrees": 0.0}] and Preprocessing.from_dict(one.to_dict()) == one
+    inputs = prep.template_inputs(page())
+    assert inputs.shape == (3, 64, 64, 3)
+    assert np.array_equal(inputs[1], prep.resize(rotated(page(), -6)))
+    assert np.array_equal(inputs[2], prep.resize(rotated(loose_frame(page(), 0.1), 6)))
+    Image.fromarray(page()).save(tmp_path / "doc.png")
+    eval_set = build_eval_set(tmp_path, prep, 1, "mild")
+    assert np.array_equal(eval_set.templates[0], inputs)  # as registered
+    assert build_eval_set(tmp_path, prep, 1, "mild", template_pad=0.1).templates.shape[1] == 1  # one frame overrides
+    with pytest.raises(ValueError, match="45 degrees"):
+        TemplateView(0.0, 50)
+
+
+def test_a_query_scores_a_template_by_its_best_view():
+    templates = np.array([[[1.0, 0.0], [0.6, 0.8]], [[0.0, 1.0], [0.0, 1.0]]])  # (T=2, views=2, D=2)
+    queries = np.array([[0.6, 0.8], [1.0, 0.0]])
+    assert np.allclose(template_scores(queries, templates), [[1.0, 0.8], [1.0, 0.0]])
+    assert np.allclose(template_scores(queries, templates[:, 0]), queries @ templates[:, 0].T)  # one view: plain cosine

@@ -76,17 +76,16 @@ def test_each_model_sees_templates_framed_as_its_contract_says_and_the_same_capt
     ]
 
 
-def test_multiview_templates_score_a_query_by_their_best_view(tmp_path, small_model, synth_eval):
-    from docemb.benchmark.multiview import _scores, benchmark
+def test_multiview_benchmark_compares_ways_of_registering_templates(tmp_path, small_model, synth_eval):
+    from docemb.benchmark.multiview import benchmark, geometric_grid
+    from docemb.preprocess import TemplateView
 
-    views = np.eye(4, dtype=np.float32)[None].repeat(2, axis=0)  # two templates, four unit views each
-    views[1] *= -1
-    assert np.allclose(_scores(np.eye(4, dtype=np.float32)[[2]], views), [[1.0, 0.0]])  # best view, not the mean
+    grid = geometric_grid([0.0, 0.1], [6, 0])
+    assert grid[:2] == (TemplateView(0.0, 0), TemplateView(0.1, 0)) and len(grid) == 4  # unturned first
     save_model(tmp_path / "m.safetensors", small_model)
-    rows = benchmark(tmp_path / "m.safetensors", synth_eval, [2], ["mild", "hard"])
-    assert [(r.strength, r.templates) for r in rows] == [
-        (strength, name) for strength in ("mild", "hard") for name in ("clean", "mean of 2 views", "max over 2 views")
-    ]
+    rows = benchmark(tmp_path / "m.safetensors", synth_eval, [2], ["mild", "hard"], grid)
+    names = ("as registered (1 views)", "max over 4 geometric", "mean of 2 random", "max over 2 random")
+    assert [(r.strength, r.templates) for r in rows] == [(strength, name) for strength in ("mild", "hard") for name in names]
     assert all(0 <= r.recall_at_1 <= 1 and r.tpr_at_fpr is None for r in rows)  # synth_eval has no unknown/
 
 

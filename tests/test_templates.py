@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ def test_decisions_equal_the_android_cores_on_the_golden_files():
     golden = json.loads((GOLDEN / "golden.json").read_text())
     store = TemplateStore(dim=256)
     for template in golden["templates"]:
-        store.put(template["name"], np.fromfile(GOLDEN / template["embedding"], dtype="<f4"))
+        store.put(template["name"], np.stack([np.fromfile(GOLDEN / v["embedding"], dtype="<f4") for v in template["views"]]))
     for query in golden["queries"]:
         decision = store.decide(np.fromfile(GOLDEN / query["embedding"], dtype="<f4"), golden["threshold"], k=3)
         expected = query["expected"]
@@ -82,7 +83,7 @@ def test_register_then_match_from_the_command_line(tmp_path, trained_model, synt
     assert stopped.value.code == 2 and "pass --threshold" in capsys.readouterr().err
 
 
-def test_register_embeds_templates_framed_as_the_model_says(tmp_path, trained_model, synth_eval):
+def test_register_embeds_every_view_the_model_registers(tmp_path, trained_model, synth_eval):
     import copy
     from dataclasses import replace
 
@@ -90,16 +91,35 @@ def test_register_embeds_templates_framed_as_the_model_says(tmp_path, trained_mo
     from docemb.cli import main
     from docemb.imageio import read_rgb
     from docemb.model import save_model
-    from docemb.preprocess import loose_frame
+    from docemb.preprocess import TemplateView, loose_frame, rotated
 
-    framed = copy.deepcopy(trained_model)
-    framed.config = replace(framed.config, template_frame=0.1)
-    checkpoint, store = tmp_path / "framed.safetensors", tmp_path / "templates.bin"
-    save_model(checkpoint, framed)
+    viewed = copy.deepcopy(trained_model)
+    views = (TemplateView(0.1), TemplateView(0.05, 6))
+    viewed.config = replace(viewed.config, template_frame=0.1, template_views=views)
+    checkpoint, store = tmp_path / "views.safetensors", tmp_path / "templates.bin"
+    save_model(checkpoint, viewed)
     template = sorted(synth_eval.glob("*.png"))[0]
     main(["match", "register", str(template), "--model", str(checkpoint), "--store", str(store), "--threshold", "0.5"])
     stored = TemplateStore.read(store).templates[template.stem]
     model = docemb.load_model(checkpoint)
-    assert np.allclose(stored, model.embed_templates(template)[0], atol=1e-6)
-    assert np.allclose(model.embed_templates(template), model.embed(loose_frame(read_rgb(template), 0.1)), atol=1e-6)
-    assert not np.allclose(stored, model.embed(template)[0], atol=1e-3)
+    assert stored.shape == (2, viewed.config.embedding_dim) and np.allclose(stored, model.embed_templates(template)[0], atol=1e-6)
+    image = read_rgb(template)
+    drawn = [loose_frame(image, 0.1), rotated(loose_frame(image, 0.05), 6)]
+    assert np.allclose(stored, model.embed(drawn), atol=1e-6)
+    assert not np.allclose(stored[0], model.embed(template)[0], atol=1e-3)
+
+
+def test_a_query_matches_a_template_by_its_best_view_and_older_stores_still_load(tmp_path):
+    store = TemplateStore(dim=2)
+    store.put("tilted", np.array([[1.0, 0.0], [0.6, 0.8]]))
+    store.put("plain", np.array([0.0, 1.0]))
+    decision = store.decide(np.array([0.6, 0.8]), threshold=0.9)
+    assert decision.best == "tilted" and decision.score == pytest.approx(1.0)
+    store.write(tmp_path / "views.bin")
+    again = TemplateStore.read(tmp_path / "views.bin")
+    assert again.templates["tilted"].shape == (2, 2) and again.templates["plain"].shape == (1, 2)
+    older = struct.pack(">iiii", MAGIC, 1, 2, 1) + struct.pack(">H", 1) + b"a" + np.array([0.0, 1.0], ">f4").tobytes()
+    (tmp_path / "v1.bin").write_bytes(older)  # version 1: one view, no view count
+    assert np.array_equal(TemplateStore.read(tmp_path / "v1.bin").templates["a"], [[0.0, 1.0]])
+    with pytest.raises(DocembError, match="expected \\(views, 2\\)"):
+        store.put("wrong", np.ones((2, 3)))

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from docemb.errors import DocembError
 from docemb.model import load_model
+from docemb.preprocess import TemplateView
 from docemb.train import loop
 from docemb.train.checkpoint import save_checkpoint
 from docemb.train.loop import build_run, lr_lambda, train
@@ -209,6 +210,12 @@ def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small
         parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint), "--template-frame", "0.05"])
     )
     assert _initial_model(reframed, reframed.model_config()).preprocessing.template_frame == 0.05  # same weights, new frame
+    viewed = train_config.resolve(
+        parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint), "--template-views", "0.05:0", "0:-6"])
+    )
+    assert _initial_model(viewed, viewed.model_config()).preprocessing.views[1] == TemplateView(0.0, -6.0)
+    with pytest.raises(DocembError, match="give FRAME:DEGREES"):
+        train_config.resolve(parser.parse_args(["--data", str(synth_train), "--template-views", "0.05"]))
     from docemb.imageio import list_images, read_rgb
     from docemb.whitening import whitened
 
@@ -294,9 +301,18 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     )
     framed = read_model_metadata(tmp_path / "framed.safetensors")
     assert framed["model_config"]["template_frame"] == 0.1 and framed["reframed_from"]["weights"] == "tiny.safetensors"
-    assert "framed by 0.1" in framed["thresholds"]["measured_on"]
+    assert "templates framed by 0.1" in framed["thresholds"]["measured_on"]
     assert framed["thresholds"]["table"][name] != shipped["thresholds"]["table"][name]  # measured anew, framed
     before, after = load_model(tmp_path / "tiny.safetensors"), load_model(tmp_path / "framed.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert after.preprocessing.template_frame == 0.1 and any((tmp_path / "plots").glob("*_roc.png"))
     assert "recipe: `configs/pretrain-gpu.sh`" in framed_card.read_text()  # the old card is kept below
+    from docemb.preprocess import TemplateView
+
+    views = (TemplateView(0.1), TemplateView(0.0, -6))
+    reframe(tmp_path / "framed.safetensors", None, [str(synth_eval)], tmp_path / "views.safetensors", tmp_path / "plots", views=views)
+    viewed = read_model_metadata(tmp_path / "views.safetensors")
+    assert viewed["model_config"]["template_frame"] == 0.1  # kept from the weights
+    assert viewed["model_config"]["template_views"] == [{"frame": 0.1, "degrees": 0.0}, {"frame": 0.0, "degrees": -6.0}]
+    assert "as 2 views (frame/degrees 0.1/0, 0/-6)" in viewed["thresholds"]["measured_on"]
+    assert load_model(tmp_path / "views.safetensors").preprocessing.views == views

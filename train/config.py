@@ -14,7 +14,20 @@ from docemb.capture import CAPTURE_STRENGTHS
 from docemb.errors import DocembError
 from docemb.model import ModelConfig
 from docemb.options import add_dataclass_arguments, resolved_values
+from docemb.preprocess import TemplateView
 from docemb.train.sources import SourceSpec
+
+
+def parse_views(texts: list[str]) -> tuple[TemplateView, ...]:
+    """FRAME:DEGREES texts ("0.05:-6") as template views."""
+    views = []
+    for text in texts:
+        try:
+            frame, degrees = text.split(":")
+            views.append(TemplateView(float(frame), float(degrees)))
+        except ValueError as exc:
+            raise DocembError(f"template view {text!r}: give FRAME:DEGREES, as 0.05:-6 ({exc})") from None
+    return tuple(views)
 
 
 def check_clean_share(share: float) -> None:
@@ -35,6 +48,7 @@ class TrainConfig:
     augment: str = "capture"  # capture (loose crop on a background + capture effects) | photo (milder) | none
     clean_share: float = 0.0  # share of views shown unaugmented, as a registered template looks
     template_frame: float = 0.0  # grey frame around templates as registered (clean views, held-out sets, the contract)
+    template_views: list[str] = field(default_factory=list)  # FRAME:DEGREES views templates are registered as (held-out sets, the contract)
     # model
     arch: str = "lcnet_050"
     input_size: int = 128
@@ -91,6 +105,7 @@ class TrainConfig:
             head_norm=self.head_norm,  # type: ignore[arg-type]
             whitening=self.whitening,
             template_frame=self.template_frame,
+            template_views=parse_views(self.template_views),
         )
 
     def validate(self) -> None:
@@ -133,6 +148,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     values = resolved_values(TrainConfig, args, args.config)
     if values.get("init"):  # the architecture comes with the checkpoint unless set explicitly
         for key, value in _checkpoint_model_config(values["init"]).items():
+            if key == "template_views":
+                value = [f"{v['frame']}:{v['degrees']}" for v in value]
             values.setdefault(key, value)
     config = TrainConfig(**values)
     config.validate()

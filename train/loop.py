@@ -426,9 +426,10 @@ def _initial_model(config: TrainConfig, model_config: ModelConfig) -> EmbeddingM
     """Random weights, a pretrained backbone (--pretrained), or a whole docemb model (--init)."""
     if config.init:
         model = load_model(config.init)
-        if replace(model.config, template_frame=model_config.template_frame) != model_config:
+        registered = {"template_frame": model_config.template_frame, "template_views": model_config.template_views}
+        if replace(model.config, **registered) != model_config:
             raise DocembError(f"{config.init}: its model {model.config} differs from this run's {model_config}")
-        model.config = model_config  # the same weights; templates may be framed anew
+        model.config = model_config  # the same weights; templates may be registered anew
         return model.train()
     model = build_model(model_config, seed=config.seed)
     if config.pretrained:

@@ -7,6 +7,7 @@ import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
 import dev.docemb.core.Contract
 import dev.docemb.core.Embeddings
+import dev.docemb.core.ModelInput
 import dev.docemb.core.Preprocessor
 
 /**
@@ -25,17 +26,26 @@ class EmbeddingEngine private constructor(
 
     class Result(val embedding: FloatArray, val preprocessMs: Double, val inferenceMs: Double)
 
-    /** With [asTemplate], the bitmap is framed as the contract says before resizing (how the match threshold was measured). */
-    fun embed(bitmap: Bitmap, asTemplate: Boolean = false): Result {
+    /** A photo to its embedding, with the time preprocessing and inference took. */
+    fun embed(bitmap: Bitmap): Result {
         val start = SystemClock.elapsedRealtimeNanos()
+        val input = preprocessor.fromArgb(pixels(bitmap), bitmap.width, bitmap.height)
+        val prepared = SystemClock.elapsedRealtimeNanos()
+        val embedding = infer(input)
+        return Result(embedding, (prepared - start) / 1e6, (SystemClock.elapsedRealtimeNanos() - prepared) / 1e6)
+    }
+
+    /** A template to the embedding of each view the contract registers it as (how the match threshold was measured). */
+    fun embedTemplate(bitmap: Bitmap): Array<FloatArray> =
+        preprocessor.templateViewsFromArgb(pixels(bitmap), bitmap.width, bitmap.height).map { infer(it) }.toTypedArray()
+
+    private fun pixels(bitmap: Bitmap): IntArray {
         val pixels = IntArray(bitmap.width * bitmap.height)
         bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
-        val input = if (asTemplate) {
-            preprocessor.templateFromArgb(pixels, bitmap.width, bitmap.height)
-        } else {
-            preprocessor.fromArgb(pixels, bitmap.width, bitmap.height)
-        }
-        val prepared = SystemClock.elapsedRealtimeNanos()
+        return pixels
+    }
+
+    private fun infer(input: ModelInput): FloatArray {
         val inputs = model.createInputBuffers()
         val outputs = model.createOutputBuffers()
         try {
@@ -46,9 +56,8 @@ class EmbeddingEngine private constructor(
             } else {
                 outputs[0].readFloat()
             }
-            val done = SystemClock.elapsedRealtimeNanos()
             // a model need not give exactly unit length (int8 graphs once did not): normalise, as Python does
-            return Result(Embeddings.l2Normalize(raw), (prepared - start) / 1e6, (done - prepared) / 1e6)
+            return Embeddings.l2Normalize(raw)
         } finally {
             inputs.forEach { it.close() }
             outputs.forEach { it.close() }

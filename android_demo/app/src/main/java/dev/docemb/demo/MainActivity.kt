@@ -216,12 +216,11 @@ class MainActivity : ComponentActivity() {
     }
 
     private fun register(name: String, bitmap: Bitmap) = guarded("Could not register \"$name\"") {
-        val embedded = withContext(engineThread) { engine.embed(bitmap, asTemplate = true) }
-        templates.put(name, embedded.embedding)
+        val views = withContext(engineThread) { engine.embedTemplate(bitmap) }
+        templates.put(name, views)
         val snapshot = repository.snapshot(templates)
         withContext(Dispatchers.IO) { repository.save(snapshot) }
-        showTiming(embedded)
-        result.text = "Registered \"$name\""
+        result.text = "Registered \"$name\" (${views.size} views)"
         showTemplates()
     }
 

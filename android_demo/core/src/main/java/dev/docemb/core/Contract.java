@@ -1,5 +1,6 @@
 package dev.docemb.core;
 
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
@@ -26,6 +27,11 @@ public final class Contract {
     public final int embeddingDim;
     /** Share of each side of the grey frame drawn around a template before it is embedded (0: none). */
     public final double templateFrame;
+    /**
+     * The views each registered template is embedded as, each {frame share, degrees anticlockwise};
+     * a photo scores a template's best view. Contracts without them: the one framed view.
+     */
+    public final double[][] templateViews;
     /** Cosine at or above which a query matches a template; NaN when the contract has no threshold. */
     public final float matchThreshold;
     public final String thresholdNote;
@@ -48,6 +54,9 @@ public final class Contract {
         if (!(templateFrame >= 0 && templateFrame < 0.5)) {
             throw new IllegalArgumentException("contract: preprocessing.template_frame must be in [0, 0.5), got " + templateFrame);
         }
+        templateViews = pre.containsKey("template_views")
+                ? views(Json.array(pre.get("template_views"), "preprocessing.template_views"))
+                : new double[][] {{templateFrame, 0.0}};
         Object normalization = input.get("normalization");
         builtinNormalization = normalization instanceof String && ((String) normalization).startsWith(BUILTIN_PREFIX);
         inputDtype = (String) input.get("dtype");
@@ -93,6 +102,24 @@ public final class Contract {
     private static Map<String, Object> quantization(Map<String, Object> tensor) {
         Object q = tensor.get("quantization");
         return q instanceof Map ? Json.object(q, "quantization") : null;
+    }
+
+    private static double[][] views(List<Object> values) {
+        List<double[]> views = new ArrayList<>();
+        for (Object value : values) {
+            Map<String, Object> view = Json.object(value, "preprocessing.template_views[]");
+            double frame = Json.number(view.get("frame"), "preprocessing.template_views[].frame");
+            double degrees = Json.number(view.get("degrees"), "preprocessing.template_views[].degrees");
+            if (!(frame >= 0 && frame < 0.5) || !(Math.abs(degrees) <= 45)) {
+                throw new IllegalArgumentException("contract: a template view needs a frame in [0, 0.5) and at most 45 degrees, got "
+                        + frame + " / " + degrees);
+            }
+            views.add(new double[] {frame, degrees});
+        }
+        if (views.isEmpty()) {
+            throw new IllegalArgumentException("contract: preprocessing.template_views is empty");
+        }
+        return views.toArray(new double[0][]);
     }
 
     private static float[] floats(List<Object> values) {

@@ -1,6 +1,8 @@
 package dev.docemb.core;
 
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 
 /**
  * RGB pixels to the model's input tensor, exactly as docemb's Python preprocessing does it:
@@ -36,27 +38,96 @@ public final class Preprocessor {
         return fromRgb(rgb, width, height);
     }
 
-    /** A template's pixels (0xAARRGGBB) to the model input: framed as the contract says, then as a photo. */
-    public ModelInput templateFromArgb(int[] argb, int width, int height) {
-        return fromArgb(frame(argb, width, height), width + 2 * border(width), height + 2 * border(height));
+    /**
+     * A template's pixels (0xAARRGGBB) to the model input of each view the contract registers it
+     * as: framed, turned, then as a photo (docemb.preprocess.TemplateView).
+     */
+    public List<ModelInput> templateViewsFromArgb(int[] argb, int width, int height) {
+        List<ModelInput> inputs = new ArrayList<>();
+        for (double[] view : contract.templateViews) {
+            Pixels drawn = rotate(frame(new Pixels(argb, width, height), view[0]), view[1]);
+            inputs.add(fromArgb(drawn.argb, drawn.width, drawn.height));
+        }
+        return inputs;
     }
 
-    /** Python's round(side * template_frame): half to even, as Math.rint. */
-    int border(int side) {
-        return (int) Math.rint(side * contract.templateFrame);
+    /** ARGB pixels row by row, with their size. */
+    static final class Pixels {
+        final int[] argb;
+        final int width;
+        final int height;
+
+        Pixels(int[] argb, int width, int height) {
+            this.argb = argb;
+            this.width = width;
+            this.height = height;
+        }
+    }
+
+    /** Python's round(side * share): half to even, as Math.rint. */
+    static int border(int side, double share) {
+        return (int) Math.rint(side * share);
     }
 
     /** The image in the middle of a mid-grey (128) canvas, as docemb.preprocess.loose_frame draws it. */
-    int[] frame(int[] argb, int width, int height) {
-        int dx = border(width);
-        int dy = border(height);
-        int outWidth = width + 2 * dx;
-        int[] out = new int[outWidth * (height + 2 * dy)];
+    static Pixels frame(Pixels in, double share) {
+        int dx = border(in.width, share);
+        int dy = border(in.height, share);
+        int outWidth = in.width + 2 * dx;
+        int[] out = new int[outWidth * (in.height + 2 * dy)];
         Arrays.fill(out, 0xff808080);
-        for (int y = 0; y < height; y++) {
-            System.arraycopy(argb, y * width, out, (y + dy) * outWidth + dx, width);
+        for (int y = 0; y < in.height; y++) {
+            System.arraycopy(in.argb, y * in.width, out, (y + dy) * outWidth + dx, in.width);
         }
-        return out;
+        return new Pixels(out, outWidth, in.height + 2 * dy);
+    }
+
+    /**
+     * The image turned `degrees` anticlockwise on a grey canvas just large enough, as
+     * docemb.preprocess.rotated draws it: the same double arithmetic in the same order, so the
+     * same pixels (StrictMath for the sine and cosine, as C's libm gives them for these angles).
+     */
+    static Pixels rotate(Pixels in, double degrees) {
+        if (degrees == 0) {
+            return in;
+        }
+        int w = in.width;
+        int h = in.height;
+        double radians = Math.toRadians(degrees);
+        double cos = StrictMath.cos(radians);
+        double sin = StrictMath.sin(radians);
+        int outWidth = (int) Math.ceil(Math.abs(w * cos) + Math.abs(h * sin) - 1e-9);
+        int outHeight = (int) Math.ceil(Math.abs(h * cos) + Math.abs(w * sin) - 1e-9);
+        int[] out = new int[outWidth * outHeight];
+        for (int y = 0; y < outHeight; y++) {
+            double dy = y + 0.5 - outHeight / 2.0;
+            for (int x = 0; x < outWidth; x++) {
+                double dx = x + 0.5 - outWidth / 2.0;
+                // source position in the image padded by one grey pixel
+                double sx = Math.min(Math.max(cos * dx - sin * dy + w / 2.0 - 0.5 + 1, 0), w + 1);
+                double sy = Math.min(Math.max(sin * dx + cos * dy + h / 2.0 - 0.5 + 1, 0), h + 1);
+                int x0 = Math.min((int) Math.floor(sx), w);
+                int y0 = Math.min((int) Math.floor(sy), h);
+                double fx = sx - x0;
+                double fy = sy - y0;
+                int pixel = 0xff000000;
+                for (int shift = 16; shift >= 0; shift -= 8) {
+                    double top = padded(in, x0, y0, shift) * (1 - fx) + padded(in, x0 + 1, y0, shift) * fx;
+                    double bottom = padded(in, x0, y0 + 1, shift) * (1 - fx) + padded(in, x0 + 1, y0 + 1, shift) * fx;
+                    pixel |= ((int) Math.floor(top * (1 - fy) + bottom * fy + 0.5)) << shift;
+                }
+                out[y * outWidth + x] = pixel;
+            }
+        }
+        return new Pixels(out, outWidth, outHeight);
+    }
+
+    /** One channel at (x, y) of the image padded by one grey (128) pixel on every side. */
+    private static double padded(Pixels in, int x, int y, int shift) {
+        if (x < 1 || y < 1 || x > in.width || y > in.height) {
+            return 128;
+        }
+        return (in.argb[(y - 1) * in.width + x - 1] >> shift) & 0xff;
     }
 
     /** Interleaved 8-bit RGB (row by row) to the model input. */

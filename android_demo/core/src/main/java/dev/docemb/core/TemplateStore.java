@@ -12,26 +12,40 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Registered templates (name to unit embedding), ranked against a query by cosine, saved in a
- * small versioned binary format so they survive app restarts.
+ * Registered templates (name to the unit embeddings of its views), ranked against a query by the
+ * cosine of each template's best view, saved in a small versioned binary format so they survive
+ * app restarts (version 2 counts each template's views; version 1, one view each, still reads).
  */
 public final class TemplateStore {
     private static final int MAGIC = 0x44454d42; // "DEMB"
-    private static final int VERSION = 1;
+    private static final int VERSION = 2;
+    private static final int MAX_VIEWS = 64;
 
     private final int dim;
-    private final Map<String, float[]> templates = new LinkedHashMap<>();
+    private final Map<String, float[][]> templates = new LinkedHashMap<>();
 
     public TemplateStore(int dim) {
         this.dim = dim;
     }
 
-    /** Registers (or replaces) `name`; the embedding is normalised to unit length. */
+    /** Registers (or replaces) `name` from one embedding, normalised to unit length. */
     public void put(String name, float[] embedding) {
-        if (embedding.length != dim) {
-            throw new IllegalArgumentException("embedding of " + name + " has " + embedding.length + " values, expected " + dim);
+        put(name, new float[][] {embedding});
+    }
+
+    /** Registers (or replaces) `name` from the embedding of each of its views, each normalised. */
+    public void put(String name, float[][] views) {
+        if (views.length < 1 || views.length > MAX_VIEWS) {
+            throw new IllegalArgumentException(name + ": " + views.length + " views, expected 1 to " + MAX_VIEWS);
         }
-        templates.put(name, Embeddings.l2Normalize(embedding));
+        float[][] unit = new float[views.length][];
+        for (int v = 0; v < views.length; v++) {
+            if (views[v].length != dim) {
+                throw new IllegalArgumentException("embedding of " + name + " has " + views[v].length + " values, expected " + dim);
+            }
+            unit[v] = Embeddings.l2Normalize(views[v]);
+        }
+        templates.put(name, unit);
     }
 
     public void remove(String name) {
@@ -49,8 +63,12 @@ public final class TemplateStore {
     /** The k best templates for `query` (a unit embedding), best first; ties keep registration order. */
     public List<Match> topK(float[] query, int k) {
         List<Match> all = new ArrayList<>();
-        for (Map.Entry<String, float[]> entry : templates.entrySet()) {
-            all.add(new Match(entry.getKey(), Embeddings.dot(query, entry.getValue())));
+        for (Map.Entry<String, float[][]> entry : templates.entrySet()) {
+            float best = Float.NEGATIVE_INFINITY;
+            for (float[] view : entry.getValue()) {
+                best = Math.max(best, Embeddings.dot(query, view));
+            }
+            all.add(new Match(entry.getKey(), best));
         }
         Collections.sort(all, (a, b) -> Float.compare(b.score, a.score));
         return all.subList(0, Math.min(k, all.size()));
@@ -72,10 +90,13 @@ public final class TemplateStore {
         out.writeInt(VERSION);
         out.writeInt(dim);
         out.writeInt(templates.size());
-        for (Map.Entry<String, float[]> entry : templates.entrySet()) {
+        for (Map.Entry<String, float[][]> entry : templates.entrySet()) {
             out.writeUTF(entry.getKey());
-            for (float v : entry.getValue()) {
-                out.writeFloat(v);
+            out.writeShort(entry.getValue().length);
+            for (float[] view : entry.getValue()) {
+                for (float v : view) {
+                    out.writeFloat(v);
+                }
             }
         }
         out.flush();
@@ -88,7 +109,7 @@ public final class TemplateStore {
             throw new IOException("not a docemb template store");
         }
         int version = in.readInt();
-        if (version != VERSION) {
+        if (version != 1 && version != VERSION) {
             throw new IOException("template store version " + version + " is not supported");
         }
         int dim = in.readInt();
@@ -99,11 +120,14 @@ public final class TemplateStore {
         int count = in.readInt();
         for (int i = 0; i < count; i++) {
             String name = in.readUTF();
-            float[] embedding = new float[dim];
-            for (int j = 0; j < dim; j++) {
-                embedding[j] = in.readFloat();
+            int viewCount = version == 1 ? 1 : in.readUnsignedShort();
+            float[][] views = new float[viewCount][dim];
+            for (float[] view : views) {
+                for (int j = 0; j < dim; j++) {
+                    view[j] = in.readFloat();
+                }
             }
-            store.templates.put(name, embedding);
+            store.templates.put(name, views);
         }
         return store;
     }

@@ -46,6 +46,7 @@ public final class CoreTests {
         checks.put("decision: unknown below the threshold, matched at it", CoreTests::thresholdDecision);
         checks.put("resize: same size is a copy, flat stays flat", CoreTests::resizeBasics);
         checks.put("template frame: grey border rounded as Python rounds, image untouched", CoreTests::templateFrame);
+        checks.put("template rotation: canvas, direction and grey corners as Python's", CoreTests::templateRotation);
         checks.put("json: values, escapes, errors with offsets", CoreTests::jsonReader);
         int failed = 0;
         for (Map.Entry<String, Check> check : checks.entrySet()) {
@@ -75,22 +76,37 @@ public final class CoreTests {
         return out;
     }
 
-    private String goldenInputsMatchPython() throws IOException {
-        List<Map<String, Object>> templates = records("templates");
-        List<Map<String, Object>> all = new ArrayList<>(templates);
-        all.addAll(records("queries"));
+    /** Each golden model input (every view of every template, every query) with the one Java builds. */
+    private Map<String, ModelInput> javaInputs() throws IOException {
         Preprocessor preprocessor = new Preprocessor(contract);
+        Map<String, ModelInput> inputs = new java.util.LinkedHashMap<>();
+        for (Map<String, Object> template : records("templates")) {
+            BufferedImage image = ImageIO.read(golden.resolve((String) template.get("image")).toFile());
+            int width = image.getWidth();
+            int height = image.getHeight();
+            List<ModelInput> views = preprocessor.templateViewsFromArgb(image.getRGB(0, 0, width, height, null, 0, width), width, height);
+            List<Object> expected = Json.array(template.get("views"), "views");
+            check(views.size() == expected.size(), template.get("name") + ": " + views.size() + " views, Python drew " + expected.size());
+            for (int v = 0; v < views.size(); v++) {
+                inputs.put((String) Json.object(expected.get(v), "view").get("input"), views.get(v));
+            }
+        }
+        for (Map<String, Object> query : records("queries")) {
+            BufferedImage image = ImageIO.read(golden.resolve((String) query.get("image")).toFile());
+            inputs.put((String) query.get("input"), preprocessor.fromRgb(rgb(image), image.getWidth(), image.getHeight()));
+        }
+        return inputs;
+    }
+
+    private String goldenInputsMatchPython() throws IOException {
         double worst = 0;
         int differing = 0;
         int values = 0;
-        for (Map<String, Object> record : all) {
-            BufferedImage image = ImageIO.read(golden.resolve((String) record.get("image")).toFile());
-            int width = image.getWidth();
-            int height = image.getHeight();
-            ModelInput input = templates.contains(record)
-                    ? preprocessor.templateFromArgb(image.getRGB(0, 0, width, height, null, 0, width), width, height)
-                    : preprocessor.fromRgb(rgb(image), width, height);
-            byte[] expected = Files.readAllBytes(golden.resolve((String) record.get("input")));
+        Map<String, ModelInput> inputs = javaInputs();
+        for (Map.Entry<String, ModelInput> entry : inputs.entrySet()) {
+            ModelInput input = entry.getValue();
+            Map<String, Object> record = java.util.Collections.singletonMap("name", entry.getKey());
+            byte[] expected = Files.readAllBytes(golden.resolve(entry.getKey()));
             if (contract.int8Input()) {
                 check(input.isInt8() && input.int8.length == expected.length, record.get("name") + ": int8 input of wrong size");
                 for (int i = 0; i < expected.length; i++) {
@@ -111,14 +127,19 @@ public final class CoreTests {
             }
             values += expected.length / (contract.int8Input() ? 1 : 4);
         }
-        return all.size() + " images (templates framed by " + contract.templateFrame + "), max difference " + worst + (contract.int8Input() ? " LSB" : "") + ", " + differing + " of " + values
-                + " values not identical";
+        return inputs.size() + " inputs (templates as " + contract.templateViews.length + " views), max difference " + worst
+                + (contract.int8Input() ? " LSB" : "") + ", " + differing + " of " + values + " values not identical";
     }
 
     private String goldenDecisionsMatchPython() throws IOException {
         TemplateStore store = new TemplateStore(contract.embeddingDim);
         for (Map<String, Object> template : records("templates")) {
-            store.put((String) template.get("name"), embedding(template));
+            List<Object> views = Json.array(template.get("views"), "views");
+            float[][] embeddings = new float[views.size()][];
+            for (int v = 0; v < views.size(); v++) {
+                embeddings[v] = embedding(Json.object(views.get(v), "view"));
+            }
+            store.put((String) template.get("name"), embeddings);
         }
         float threshold = (float) Json.number(index.get("threshold"), "threshold");
         check(threshold == contract.matchThreshold, "golden threshold " + threshold + " is not the contract's " + contract.matchThreshold);
@@ -147,7 +168,7 @@ public final class CoreTests {
         List<Object> shape = Json.array(Json.object(index.get("input"), "input").get("shape"), "input.shape");
         check(contract.nhwc && contract.size == Json.number(shape.get(1), "shape") && Json.number(shape.get(3), "shape") == 3,
                 "contract says " + contract.size + "x" + contract.size + (contract.nhwc ? " NHWC" : " NCHW") + ", golden input is " + shape);
-        int dim = Files.readAllBytes(golden.resolve((String) records("templates").get(0).get("embedding"))).length / 4;
+        int dim = Files.readAllBytes(golden.resolve((String) records("queries").get(0).get("embedding"))).length / 4;
         check(contract.embeddingDim == dim, "contract says " + contract.embeddingDim + "-d embeddings, golden files hold " + dim);
         check(contract.mean.length == 3 && contract.std.length == 3, "mean/std need 3 values");
         if (contract.int8Input()) {
@@ -179,6 +200,22 @@ public final class CoreTests {
         } catch (IOException expected) {
             check(expected.getMessage().contains("3-d"), "unclear error: " + expected.getMessage());
         }
+        TemplateStore views = new TemplateStore(2);
+        views.put("tilted", new float[][] {{1, 0}, {0.6f, 0.8f}});
+        check(views.topK(new float[] {0.6f, 0.8f}, 1).get(0).score == 1f, "a template must score its best view");
+        // version 1 (one view per template, no view count) still reads
+        ByteArrayOutputStream old = new ByteArrayOutputStream();
+        java.io.DataOutputStream out = new java.io.DataOutputStream(old);
+        out.writeInt(0x44454d42);
+        out.writeInt(1);
+        out.writeInt(2);
+        out.writeInt(1);
+        out.writeUTF("a");
+        out.writeFloat(0);
+        out.writeFloat(1);
+        out.flush();
+        TemplateStore v1 = TemplateStore.read(new ByteArrayInputStream(old.toByteArray()), 2);
+        check(v1.topK(new float[] {0, 1}, 1).get(0).score == 1f, "a version 1 store must read");
         return bytes.size() + " bytes for 2 templates";
     }
 
@@ -212,12 +249,14 @@ public final class CoreTests {
                 + " \"output\": {\"dtype\": \"float32\", \"shape\": [1, 4]}, \"preprocessing\": {\"size\": 8,"
                 + " \"resize\": \"stretch\", \"color_order\": \"RGB\", \"mean\": [0, 0, 0], \"std\": [1, 1, 1],"
                 + " \"template_frame\": 0.25}}";
-        Preprocessor preprocessor = new Preprocessor(Contract.parse(contract));
+        Contract parsed = Contract.parse(contract);
+        check(parsed.templateViews.length == 1 && parsed.templateViews[0][0] == 0.25 && parsed.templateViews[0][1] == 0,
+                "a contract without views registers the one framed view");
         // 10 x 6 at 0.25: 2.5 rounds to 2 (half to even), 1.5 to 2
-        check(preprocessor.border(10) == 2 && preprocessor.border(6) == 2, "borders " + preprocessor.border(10) + ", " + preprocessor.border(6));
+        check(Preprocessor.border(10, 0.25) == 2 && Preprocessor.border(6, 0.25) == 2, "borders must round half to even");
         int[] image = new int[10 * 6];
         java.util.Arrays.fill(image, 0xff112233);
-        int[] framed = preprocessor.frame(image, 10, 6);
+        int[] framed = Preprocessor.frame(new Preprocessor.Pixels(image, 10, 6), 0.25).argb;
         check(framed.length == 14 * 10, "framed size " + framed.length);
         check(framed[0] == 0xff808080 && framed[14 * 10 - 1] == 0xff808080, "the border must be grey 128");
         check(framed[2 * 14 + 2] == 0xff112233 && framed[7 * 14 + 11] == 0xff112233, "the image must sit inside the border");
@@ -228,6 +267,30 @@ public final class CoreTests {
         } catch (IllegalArgumentException expected) {
             check(expected.getMessage().contains("template_frame"), "unclear error: " + expected.getMessage());
         }
+        String viewed = contract.replace("\"template_frame\": 0.25", "\"template_frame\": 0.25, \"template_views\": [{\"frame\": 0.0, \"degrees\": -6}]");
+        check(Contract.parse(viewed).templateViews[0][1] == -6, "template views must be read from the contract");
+        try {
+            Contract.parse(viewed.replace("-6", "60"));
+            throw new AssertionError("a view turned 60 degrees was accepted");
+        } catch (IllegalArgumentException expected) {
+            check(expected.getMessage().contains("45 degrees"), "unclear error: " + expected.getMessage());
+        }
+        return "";
+    }
+
+    private static String templateRotation() {
+        int[] image = new int[3 * 2];
+        for (int i = 0; i < image.length; i++) {
+            image[i] = 0xff000000 | (i * 40) << 16 | (i * 20) << 8 | i;
+        }
+        Preprocessor.Pixels in = new Preprocessor.Pixels(image, 3, 2);
+        check(Preprocessor.rotate(in, 0) == in, "no turn must leave the image as it is");
+        Preprocessor.Pixels turned = Preprocessor.rotate(in, 90);
+        check(turned.width == 2 && turned.height == 3, "a quarter turn swaps the sides: " + turned.width + "x" + turned.height);
+        // anticlockwise, as np.rot90: the top row's last pixel comes to the top left
+        check(turned.argb[0] == image[2] && turned.argb[1] == image[5] && turned.argb[4] == image[0], "a quarter turn moves pixels as np.rot90");
+        Preprocessor.Pixels tilted = Preprocessor.rotate(new Preprocessor.Pixels(new int[100 * 60], 100, 60), 6);
+        check(tilted.width == 106 && tilted.argb[0] == 0xff808080, "a small turn grows the canvas and fills its corners grey");
         return "";
     }
 
