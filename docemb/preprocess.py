@@ -89,8 +89,11 @@ class Preprocessing:
         return self.resize(loose_frame(rgb, self.template_frame))
 
     def template_inputs(self, rgb: np.ndarray) -> np.ndarray:
-        """A registered template at the model's size, once per view: (views, size, size, 3) uint8."""
-        return np.stack([self.resize(view.draw(rgb)) for view in self.views])
+        """A registered template at the model's size, once per view: (views, size, size, 3) uint8.
+        Turned views are drawn from a copy at most twice the model's size: a full-page scan turned
+        at full size would cost a second per view, for pixels the resize then drops."""
+        small = fit_within(rgb, 2 * self.size) if any(view.degrees for view in self.views) else rgb
+        return np.stack([self.resize(view.draw(small if view.degrees else rgb)) for view in self.views])
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.normalize(self.resize(rgb))
@@ -155,6 +158,17 @@ def loose_frame(rgb: np.ndarray, share: float, grey: int = 128) -> np.ndarray:
     return framed
 
 
+def fit_within(rgb: np.ndarray, side: int) -> np.ndarray:
+    """The image shrunk (aspect kept, sides rounded half to even; PIL bilinear, antialiased) so
+    that its longer side is at most `side`; as it is when it already fits."""
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def rotated(rgb: np.ndarray, degrees: float, grey: int = 128) -> np.ndarray:
     """The image turned `degrees` anticlockwise on a grey canvas just large enough to hold it:
     a template drawn as tilted as phone captures are. Bilinear, with grey beyond the edges; written
@@ -165,18 +179,19 @@ def rotated(rgb: np.ndarray, degrees: float, grey: int = 128) -> np.ndarray:
     cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
     out_w = math.ceil(abs(w * cos) + abs(h * sin) - 1e-9)
     out_h = math.ceil(abs(h * cos) + abs(w * sin) - 1e-9)
-    ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
-    dx, dy = xs + 0.5 - out_w / 2, ys + 0.5 - out_h / 2
+    dx = (np.arange(out_w, dtype=np.float64) + 0.5 - out_w / 2)[None, :]
+    dy = (np.arange(out_h, dtype=np.float64) + 0.5 - out_h / 2)[:, None]
     # source position of each output pixel centre, in a copy padded by one grey pixel
-    sx = cos * dx - sin * dy + w / 2 - 0.5 + 1
-    sy = sin * dx + cos * dy + h / 2 - 0.5 + 1
-    padded = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), constant_values=grey).astype(np.float64)
-    sx, sy = np.clip(sx, 0, w + 1), np.clip(sy, 0, h + 1)
-    x0, y0 = np.minimum(np.floor(sx).astype(np.int64), w), np.minimum(np.floor(sy).astype(np.int64), h)
-    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
-    top = padded[y0, x0] * (1 - fx) + padded[y0, x0 + 1] * fx
-    bottom = padded[y0 + 1, x0] * (1 - fx) + padded[y0 + 1, x0 + 1] * fx
-    return np.floor(top * (1 - fy) + bottom * fy + 0.5).astype(np.uint8)
+    sx = np.clip(cos * dx - sin * dy + w / 2 - 0.5 + 1, 0, w + 1)
+    sy = np.clip(sin * dx + cos * dy + h / 2 - 0.5 + 1, 0, h + 1)
+    x0, y0 = np.minimum(sx.astype(np.int64), w), np.minimum(sy.astype(np.int64), h)  # floor: both >= 0
+    fx, fy = (sx - x0).reshape(-1, 1), (sy - y0).reshape(-1, 1)
+    stride = w + 2
+    flat = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), constant_values=grey).reshape(-1, 3).astype(np.float64)
+    i = (y0 * stride + x0).reshape(-1)
+    top = flat[i] * (1 - fx) + flat[i + 1] * fx
+    bottom = flat[i + stride] * (1 - fx) + flat[i + stride + 1] * fx
+    return np.floor(top * (1 - fy) + bottom * fy + 0.5).astype(np.uint8).reshape(out_h, out_w, 3)
 
 
 __all__ = [
@@ -185,6 +200,7 @@ __all__ = [
     "Preprocessing",
     "TemplateView",
     "centre_crop",
+    "fit_within",
     "check_crop",
     "check_frame",
     "loose_frame",

@@ -14,7 +14,7 @@ from docemb import capture, photo
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.evaluation import build_eval_set
 from docemb.evaluation import template_scores
-from docemb.preprocess import Preprocessing, TemplateView, centre_crop, loose_frame, rotated
+from docemb.preprocess import Preprocessing, TemplateView, centre_crop, fit_within, loose_frame, rotated
 
 
 def page(h: int = 200, w: int = 150) -> np.ndarray:
@@ -148,8 +148,11 @@ def test_the_contract_carries_template_views_and_each_template_is_embedded_as_ev
     assert one.to_dict()["template_views"] == [{"frame": 0.05, "degrees": 0.0}] and Preprocessing.from_dict(one.to_dict()) == one
     inputs = prep.template_inputs(page())
     assert inputs.shape == (3, 64, 64, 3)
-    assert np.array_equal(inputs[1], prep.resize(rotated(page(), -6)))
-    assert np.array_equal(inputs[2], prep.resize(rotated(loose_frame(page(), 0.1), 6)))
+    small = fit_within(page(), 128)  # turned views start from a copy at most twice the model's size
+    assert small.shape == (128, 96, 3) and np.array_equal(inputs[0], prep.template(page()))
+    assert np.array_equal(inputs[1], prep.resize(rotated(small, -6)))
+    assert np.array_equal(inputs[2], prep.resize(rotated(loose_frame(small, 0.1), 6)))
+    assert fit_within(page(), 400) is page() or np.array_equal(fit_within(page(), 400), page())  # fits already
     Image.fromarray(page()).save(tmp_path / "doc.png")
     eval_set = build_eval_set(tmp_path, prep, 1, "mild")
     assert np.array_equal(eval_set.templates[0], inputs)  # as registered

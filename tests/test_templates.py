@@ -91,7 +91,7 @@ def test_register_embeds_every_view_the_model_registers(tmp_path, trained_model,
     from docemb.cli import main
     from docemb.imageio import read_rgb
     from docemb.model import save_model
-    from docemb.preprocess import TemplateView, loose_frame, rotated
+    from docemb.preprocess import TemplateView, fit_within, loose_frame, rotated
 
     viewed = copy.deepcopy(trained_model)
     views = (TemplateView(0.1), TemplateView(0.05, 6))
@@ -104,7 +104,7 @@ def test_register_embeds_every_view_the_model_registers(tmp_path, trained_model,
     model = docemb.load_model(checkpoint)
     assert stored.shape == (2, viewed.config.embedding_dim) and np.allclose(stored, model.embed_templates(template)[0], atol=1e-6)
     image = read_rgb(template)
-    drawn = [loose_frame(image, 0.1), rotated(loose_frame(image, 0.05), 6)]
+    drawn = [loose_frame(image, 0.1), rotated(loose_frame(fit_within(image, 2 * model.preprocessing.size), 0.05), 6)]
     assert np.allclose(stored, model.embed(drawn), atol=1e-6)
     assert not np.allclose(stored[0], model.embed(template)[0], atol=1e-3)
 

@@ -40,15 +40,43 @@ public final class Preprocessor {
 
     /**
      * A template's pixels (0xAARRGGBB) to the model input of each view the contract registers it
-     * as: framed, turned, then as a photo (docemb.preprocess.TemplateView).
+     * as: framed, turned, then as a photo (docemb.preprocess.TemplateView). Turned views start
+     * from a copy at most twice the model's size, as Python's template_inputs.
      */
     public List<ModelInput> templateViewsFromArgb(int[] argb, int width, int height) {
+        Pixels template = new Pixels(argb, width, height);
+        Pixels small = null;
         List<ModelInput> inputs = new ArrayList<>();
         for (double[] view : contract.templateViews) {
-            Pixels drawn = rotate(frame(new Pixels(argb, width, height), view[0]), view[1]);
+            if (view[1] != 0 && small == null) {
+                small = fitWithin(template, 2 * contract.size);
+            }
+            Pixels drawn = rotate(frame(view[1] != 0 ? small : template, view[0]), view[1]);
             inputs.add(fromArgb(drawn.argb, drawn.width, drawn.height));
         }
         return inputs;
+    }
+
+    /** docemb.preprocess.fit_within: shrunk (aspect kept, sides rounded half to even) to at most `side`. */
+    static Pixels fitWithin(Pixels in, int side) {
+        double scale = (double) side / Math.max(in.width, in.height);
+        if (scale >= 1) {
+            return in;
+        }
+        int outWidth = Math.max(1, (int) Math.rint(in.width * scale));
+        int outHeight = Math.max(1, (int) Math.rint(in.height * scale));
+        byte[] rgb = new byte[in.width * in.height * 3];
+        for (int i = 0; i < in.argb.length; i++) {
+            rgb[i * 3] = (byte) (in.argb[i] >> 16);
+            rgb[i * 3 + 1] = (byte) (in.argb[i] >> 8);
+            rgb[i * 3 + 2] = (byte) in.argb[i];
+        }
+        byte[] resized = resize(rgb, in.width, in.height, outWidth, outHeight);
+        int[] out = new int[outWidth * outHeight];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = 0xff000000 | (resized[i * 3] & 0xff) << 16 | (resized[i * 3 + 1] & 0xff) << 8 | (resized[i * 3 + 2] & 0xff);
+        }
+        return new Pixels(out, outWidth, outHeight);
     }
 
     /** ARGB pixels row by row, with their size. */
