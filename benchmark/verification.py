@@ -26,7 +26,7 @@ from docemb.atomic import write_json
 from docemb.benchmark.quality import OPEN_SET_FPR, add_scale_arguments, open_set, registered_as, scale_problem, template_kinds
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.embedders import Embedder, load_embedder
-from docemb.evaluation import EVAL_MAX_SIDE, embed_resized, embed_templates, template_scores
+from docemb.evaluation import EVAL_MAX_SIDE, embed_resized, embed_templates, template_inputs, template_scores
 from docemb.imageio import list_images, load_images
 from docemb.preprocess import Preprocessing, centre_crop
 from docemb.verify import (
@@ -232,7 +232,7 @@ def benchmark(
     images, paths = load_images(paths, max_side=EVAL_MAX_SIDE)
     kinds = template_kinds(folder, [p.name for p in paths])
     registered = registered_as(prep, template_pad)
-    templates = embed_templates(embed, prep, np.stack([registered.template_inputs(i) for i in images]))
+    templates = embed_templates(embed, prep, template_inputs(images, registered))
     named = [template_features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
     unknown_images = (
         load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)[0] if (folder / "unknown").is_dir() else []

@@ -57,20 +57,26 @@ def test_every_model_strength_and_group_gets_a_row(tmp_path, small_model, synth_
     assert means["mean over strengths"] == pytest.approx(np.mean([means[s] for s in CAPTURE_STRENGTHS]))
 
 
-def test_each_model_sees_templates_framed_as_its_contract_says_and_the_same_captures(tmp_path, small_model, synth_eval):
+def test_each_model_sees_templates_registered_as_its_contract_says_and_the_same_captures(tmp_path, small_model, synth_eval):
     from dataclasses import replace
 
-    plain, framed = tmp_path / "plain.safetensors", tmp_path / "framed.safetensors"
+    from docemb.preprocess import TemplateView
+
+    plain, framed, viewed = tmp_path / "plain.safetensors", tmp_path / "framed.safetensors", tmp_path / "viewed.safetensors"
     save_model(plain, small_model)
     small_model.config = replace(small_model.config, template_frame=0.1)
     save_model(framed, small_model)  # the same weights
-    rows = evaluate_models([plain, framed], [synth_eval], strengths=("hard",), queries_per_template=1)
-    frames = {row.model: row.template_frame for row in rows}
-    assert frames == {"plain.safetensors": 0.0, "framed.safetensors": 0.1}
+    small_model.config = replace(small_model.config, template_views=(TemplateView(0.1), TemplateView(0.1, 6)))
+    save_model(viewed, small_model)
+    rows = evaluate_models([plain, framed, viewed], [synth_eval], strengths=("hard",), queries_per_template=1)
+    frames = {row.model: (row.template_frame, row.template_views) for row in rows}
+    assert frames == {"plain.safetensors": (0.0, 1), "framed.safetensors": (0.1, 1), "viewed.safetensors": (0.1, 2)}
     alone = evaluate_models([plain], [synth_eval], strengths=("hard",), queries_per_template=1)
     assert [r.recall_at_1 for r in alone] == [r.recall_at_1 for r in rows if r.model == "plain.safetensors"]
-    by_flag = evaluate_models([plain, framed], [synth_eval], strengths=("hard",), queries_per_template=1, template_pad=0.1)
-    assert {row.template_frame for row in by_flag} == {0.1}
+    by_flag = evaluate_models(
+        [plain, framed, viewed], [synth_eval], strengths=("hard",), queries_per_template=1, template_pad=0.1
+    )
+    assert {(row.template_frame, row.template_views) for row in by_flag} == {(0.1, 1)}  # one frame for all
     assert [r.recall_at_1 for r in by_flag if r.model == "plain.safetensors"] == [
         r.recall_at_1 for r in rows if r.model == "framed.safetensors"
     ]
