@@ -122,11 +122,6 @@ class Preprocessing:
         return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), template_frame=frame, template_views=views)
 
 
-def stack_inputs(preprocessing: Preprocessing, images: list[np.ndarray]) -> np.ndarray:
-    """Resize a list of RGB arrays to one uint8 NHWC batch (normalise later, per model run)."""
-    return np.stack([preprocessing.resize(image) for image in images])
-
-
 def check_crop(keep: float) -> None:
     if not 0 < keep <= 1:
         raise ValueError(f"a centre crop keeps a share of each side in (0, 1], not {keep}")
@@ -205,5 +200,4 @@ __all__ = [
     "check_frame",
     "loose_frame",
     "rotated",
-    "stack_inputs",
 ]
