@@ -119,7 +119,9 @@ class Preprocessing:
         views = tuple(TemplateView(float(v["frame"]), float(v["degrees"])) for v in data.get("template_views", []))
         if views == (TemplateView(frame),):
             views = ()
-        return cls(size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), template_frame=frame, template_views=views)
+        return cls(
+            size=int(data["size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), template_frame=frame, template_views=views
+        )
 
 
 def check_crop(keep: float) -> None:

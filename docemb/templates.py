@@ -69,7 +69,9 @@ class TemplateStore:
         with verification on, its RGB `image` gives its features."""
         views = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
         if views.ndim != 2 or views.shape[1] != self.dim or not 1 <= len(views) <= MAX_VIEWS:
-            raise DocembError(f"embedding of {name} has shape {views.shape}, expected (views, {self.dim}), 1 to {MAX_VIEWS} views")
+            raise DocembError(
+                f"embedding of {name} has shape {views.shape}, expected (views, {self.dim}), 1 to {MAX_VIEWS} views"
+            )
         if self.verify_settings is not None:
             if image is None:
                 raise DocembError(f"{name}: this store verifies matches; register the template with its image")
@@ -137,7 +139,9 @@ class TemplateStore:
         parts = [struct.pack(">iiii", MAGIC, VERSION, self.dim, len(self.templates))]
         for name, views in self.templates.items():
             encoded = name.encode("utf-8")
-            parts.append(struct.pack(">H", len(encoded)) + encoded + struct.pack(">H", len(views)) + views.astype(">f4").tobytes())
+            parts.append(
+                struct.pack(">H", len(encoded)) + encoded + struct.pack(">H", len(views)) + views.astype(">f4").tobytes()
+            )
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"".join(parts))
         if self.verify_settings is not None:
@@ -153,7 +157,9 @@ class TemplateStore:
             if magic != MAGIC:
                 raise DocembError(f"{path}: not a docemb template store")
             if version not in (1, VERSION):
-                raise DocembError(f"{path}: template store version {version} is not supported (this docemb reads 1 and {VERSION})")
+                raise DocembError(
+                    f"{path}: template store version {version} is not supported (this docemb reads 1 and {VERSION})"
+                )
             store, offset = cls(dim), 16
             for _ in range(count):
                 (length,) = struct.unpack_from(">H", data, offset)

@@ -12,8 +12,7 @@ from PIL import Image
 
 from docemb import capture, photo
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
-from docemb.evaluation import build_eval_set
-from docemb.evaluation import template_scores
+from docemb.evaluation import build_eval_set, template_scores
 from docemb.preprocess import Preprocessing, TemplateView, centre_crop, fit_within, loose_frame, rotated
 
 

@@ -310,7 +310,9 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     from docemb.preprocess import TemplateView
 
     views = (TemplateView(0.1), TemplateView(0.0, -6))
-    reframe(tmp_path / "framed.safetensors", None, [str(synth_eval)], tmp_path / "views.safetensors", tmp_path / "plots", views=views)
+    reframe(
+        tmp_path / "framed.safetensors", None, [str(synth_eval)], tmp_path / "views.safetensors", tmp_path / "plots", views=views
+    )
     viewed = read_model_metadata(tmp_path / "views.safetensors")
     assert viewed["model_config"]["template_frame"] == 0.1  # kept from the weights
     assert viewed["model_config"]["template_views"] == [{"frame": 0.1, "degrees": 0.0}, {"frame": 0.0, "degrees": -6.0}]

@@ -52,7 +52,13 @@ def reframe(
     table = write_evaluation(sets, embeddings, plots)
     measured_on = f"the float model, held-out queries against templates {registered} (python -m docemb.train.reframe)"
     metadata["thresholds"] = thresholds_from(table, measured_on, prefer="realdocs/eval")
-    source = {"weights": weights.name, "sha256": sha256(weights), "template_frame": frame, "registered": registered, "held_out": metrics}
+    source = {
+        "weights": weights.name,
+        "sha256": sha256(weights),
+        "template_frame": frame,
+        "registered": registered,
+        "held_out": metrics,
+    }
     metadata["reframed_from"] = source
     metadata.pop("model_config")
     save_model(out, model, metadata)
