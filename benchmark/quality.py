@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from docemb.evaluation import (
     embed_resized,
     embed_templates,
     framed_templates,
+    registered_as,
     template_scores,
     top_k_by_score,
 )
@@ -121,11 +122,6 @@ def _rows(
             )
         )
     return rows
-
-
-def registered_as(prep: Preprocessing, template_pad: float | None) -> Preprocessing:
-    """How templates are drawn for a model: as its contract says, or in the one frame `template_pad`."""
-    return prep if template_pad is None else replace(prep, template_frame=template_pad, template_views=())
 
 
 def model_labels(models: list[Path]) -> dict[Path, str]:

@@ -23,10 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from docemb.atomic import write_json
-from docemb.benchmark.quality import OPEN_SET_FPR, add_scale_arguments, open_set, registered_as, scale_problem, template_kinds
+from docemb.benchmark.quality import OPEN_SET_FPR, add_scale_arguments, open_set, scale_problem, template_kinds
 from docemb.capture import CAPTURE_STRENGTHS, simulate_capture
 from docemb.embedders import Embedder, load_embedder
-from docemb.evaluation import EVAL_MAX_SIDE, embed_resized, embed_templates, template_inputs, template_scores
+from docemb.evaluation import EVAL_MAX_SIDE, embed_resized, embed_templates, registered_as, template_inputs, template_scores
 from docemb.imageio import list_images, load_images
 from docemb.preprocess import Preprocessing, centre_crop
 from docemb.verify import (

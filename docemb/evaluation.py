@@ -69,7 +69,7 @@ def build_eval_set(
     return EvalSet(
         name=f"{folder.parent.name}/{folder.name}",
         template_names=[str(p.relative_to(root)) for p in paths],
-        templates=_template_views(images, preprocessing, template_pad),
+        templates=template_inputs(images, registered_as(preprocessing, template_pad)),
         queries=np.stack(queries),
         query_labels=np.asarray(labels, dtype=np.int64),
     )
@@ -82,10 +82,9 @@ def _template_images(folder: Path, limit: int | None, on_error: OnError) -> tupl
     return root, images, paths
 
 
-def _template_views(images: list[np.ndarray], preprocessing: Preprocessing, pad: float | None) -> np.ndarray:
-    """(T, views, H, W, 3): each template as the preprocessing's views, or in the one frame `pad`."""
-    prep = preprocessing if pad is None else replace(preprocessing, template_frame=pad, template_views=())
-    return template_inputs(images, prep)
+def registered_as(preprocessing: Preprocessing, template_pad: float | None) -> Preprocessing:
+    """How templates are drawn for a model: as its contract says, or in the one frame `template_pad`."""
+    return preprocessing if template_pad is None else replace(preprocessing, template_frame=template_pad, template_views=())
 
 
 def template_inputs(images: list[np.ndarray], preprocessing: Preprocessing) -> np.ndarray:
@@ -100,7 +99,7 @@ def framed_templates(folder: str | os.PathLike, preprocessing: Preprocessing, pa
     `pad`): for models that register them apart but see the same captures, with no capture
     simulated again."""
     _, images, _ = _template_images(Path(folder), None, "raise")
-    return _template_views(images, preprocessing, pad)
+    return template_inputs(images, registered_as(preprocessing, pad))
 
 
 def capture_preprocessing(preprocessings: Iterable[Preprocessing], what: str) -> Preprocessing:
@@ -233,17 +232,25 @@ def cosine_drift(reference: np.ndarray, candidate: np.ndarray) -> dict[str, floa
 CLEAR_MARGIN = 0.01
 
 
-def reference_margins(embeddings: Embeddings) -> np.ndarray:
-    """Per query: cosine to its best template minus cosine to its second best."""
-    scores = np.sort(template_scores(embeddings.queries, embeddings.templates), axis=1)
-    return scores[:, -1] - scores[:, -2] if scores.shape[1] > 1 else np.full(len(scores), np.inf)
+def reference_margins(scores: np.ndarray) -> np.ndarray:
+    """Per query (a row of query-template `scores`): its best template's score minus its second best's."""
+    ordered = np.sort(scores, axis=1)
+    return ordered[:, -1] - ordered[:, -2] if ordered.shape[1] > 1 else np.full(len(ordered), np.inf)
 
 
 def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1, where: np.ndarray | None = None) -> float:
     """Share of queries (those selected by the boolean mask `where`, or all) whose top-k
     templates (as a set) are the same under both models."""
-    ref_top = top_templates(reference.queries, reference.templates, k)
-    cand_top = top_templates(candidate.queries, candidate.templates, k)
+    return _agreement(_scores_of(reference), _scores_of(candidate), k, where)
+
+
+def _scores_of(embeddings: Embeddings) -> np.ndarray:
+    return template_scores(embeddings.queries, embeddings.templates)
+
+
+def _agreement(reference: np.ndarray, candidate: np.ndarray, k: int, where: np.ndarray | None = None) -> float:
+    """neighbour_agreement from the two models' query-template scores."""
+    ref_top, cand_top = top_k_by_score(reference, k), top_k_by_score(candidate, k)
     same = np.array([set(a) == set(b) for a, b in zip(ref_top.tolist(), cand_top.tolist())])
     return float(same[where].mean() if where is not None else same.mean())
 
@@ -254,20 +261,15 @@ def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, flo
         np.concatenate([reference.templates.reshape(-1, reference.queries.shape[1]), reference.queries]),
         np.concatenate([candidate.templates.reshape(-1, candidate.queries.shape[1]), candidate.queries]),
     )
-    metrics["top1_agreement"] = neighbour_agreement(reference, candidate, k=1)
-    metrics["top5_agreement"] = neighbour_agreement(reference, candidate, k=5)
-    margins = reference_margins(reference)
+    ref_scores, cand_scores = _scores_of(reference), _scores_of(candidate)  # each once: nine views make them costly
+    metrics["top1_agreement"] = _agreement(ref_scores, cand_scores, k=1)
+    metrics["top5_agreement"] = _agreement(ref_scores, cand_scores, k=5)
+    margins = reference_margins(ref_scores)
     clear = margins >= CLEAR_MARGIN
     metrics["clear_share"] = float(clear.mean())
-    metrics["top1_agreement_clear"] = neighbour_agreement(reference, candidate, k=1, where=clear) if clear.any() else None
+    metrics["top1_agreement_clear"] = _agreement(ref_scores, cand_scores, k=1, where=clear) if clear.any() else None
     # the two numbers that explain top-1 agreement: how far apart the reference's best two
     # templates sit, and how far the candidate moves a query-template score
     metrics["margin_median"] = float(np.median(margins))
-    metrics["score_error_median"] = float(
-        np.median(
-            np.abs(
-                template_scores(candidate.queries, candidate.templates) - template_scores(reference.queries, reference.templates)
-            )
-        )
-    )
+    metrics["score_error_median"] = float(np.median(np.abs(cand_scores - ref_scores)))
     return metrics

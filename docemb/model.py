@@ -65,9 +65,9 @@ class ModelConfig:
         values = {k: v for k, v in data.items() if k in known}
         try:
             values["template_views"] = tuple(
-                v if isinstance(v, TemplateView) else TemplateView(**v) for v in values.get("template_views", ())
+                v if isinstance(v, TemplateView) else TemplateView.from_dict(v) for v in values.get("template_views", ())
             )
-        except (TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise DocembError(f"template_views: {exc}") from None
         return cls(**values)
 

@@ -33,6 +33,11 @@ class TemplateView:
     def draw(self, rgb: np.ndarray) -> np.ndarray:
         return rotated(loose_frame(rgb, self.frame), self.degrees)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "TemplateView":
+        """A view as contracts and checkpoints write it: {"frame": F, "degrees": D}."""
+        return cls(float(data["frame"]), float(data["degrees"]))
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -116,7 +121,7 @@ class Preprocessing:
         """Contracts written before templates were framed have no `template_frame` (0), those
         before views no `template_views` (the one framed view)."""
         frame = float(data.get("template_frame", 0.0))
-        views = tuple(TemplateView(float(v["frame"]), float(v["degrees"])) for v in data.get("template_views", []))
+        views = tuple(TemplateView.from_dict(v) for v in data.get("template_views", []))
         if views == (TemplateView(frame),):
             views = ()
         return cls(

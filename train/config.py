@@ -48,9 +48,8 @@ class TrainConfig:
     augment: str = "capture"  # capture (loose crop on a background + capture effects) | photo (milder) | none
     clean_share: float = 0.0  # share of views shown unaugmented, as a registered template looks
     template_frame: float = 0.0  # grey frame around templates as registered (clean views, held-out sets, the contract)
-    template_views: list[str] = field(
-        default_factory=list
-    )  # FRAME:DEGREES views templates are registered as (held-out sets, the contract)
+    # FRAME:DEGREES views templates are registered as (held-out sets, the contract)
+    template_views: list[str] = field(default_factory=list)
     # model
     arch: str = "lcnet_050"
     input_size: int = 128
