@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+
+def host_threads(counts: tuple[int, ...] = (1, 2, 4)) -> list[int]:
+    return [n for n in counts if n <= (os.cpu_count() or 1)] or [1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/bench"),
         help="folder for bench.json, bench.md, bench.html and plots (default: runs/bench)",
     )
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="host thread counts to time (default: 1 2 4)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=host_threads(),
+        help="host thread counts to time (default: those of 1 2 4 the host has cores for; more threads than cores time contention)",
+    )
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model, runtime and thread count (default: 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs (default: 20)")
     parser.add_argument(

@@ -85,6 +85,12 @@ class QuantizeOptions:
         default=0.998, metadata={"help": "ONNX dynamic: layers go int8 largest first while the mean cosine stays at this"}
     )
     max_float_nodes: int = field(default=4, metadata={"help": "layers static ONNX may keep in float to meet --drift-target"})
+    diagnose: bool = field(
+        default=True,
+        metadata={
+            "help": "TFLite static and full int8 that miss --drift-target: measure each layer's int8 cost (about 2 minutes for full integer)"
+        },
+    )
 
     def validate(self) -> None:
         if not self.model:
@@ -215,8 +221,10 @@ def onnx_dynamic(job: Job) -> QuantizedFile:
 
 
 def onnx_static(job: Job) -> QuantizedFile:
-    """onnxruntime static QDQ, the calibration method picked by drift, the worst layers kept in
-    float where the target is missed, then a fine-tune where that is not enough."""
+    """onnxruntime static QDQ, the calibration method picked by drift; where the target is
+    missed, a fine-tune first, then, where that is not wanted or not kept, the worst layers kept
+    in float (the search takes minutes and a kept fine-tune would replace its file anyway)."""
+    from docemb.layer_drift import layer_errors
     from docemb.quantize.ort import METHODS, pick_static_method
 
     unknown = set(job.options.methods) - set(METHODS)
@@ -229,39 +237,41 @@ def onnx_static(job: Job) -> QuantizedFile:
         print(
             f"  {method:<10} cos mean {drift['cos_mean']:.4f}  min {drift['cos_min']:.4f}{'  <- kept' if method == best else ''}"
         )
-    mixed = _mixed_precision(job, path, best, results[best])
+    errors = layer_errors(job.float_path, path, job.validation[:LAYER_ERROR_IMAGES])
     record = QuantizationRecord(
         "ort-qdq",
         "onnxruntime static QDQ int8",
         "int8 symmetric per-channel",
         "uint8 asymmetric per-tensor",
-        drift=mixed.drift if mixed else results[best],
+        drift=results[best],
         drift_target=_target_dict(job.target),
         calibration=Calibration(best, len(job.calibration), list(job.options.calib), results),
-        float_nodes=mixed.float_nodes if mixed else [],
+        float_nodes=[],
     )
     if wants_finetune(job, "static", record.drift):
         record = _finetune_onnx(job, path, record)
+    mixed = None
+    if record.qat is None or not record.qat.kept:
+        mixed = _mixed_precision(job, path, best, errors, record.drift)
+        if mixed is not None:
+            record.drift, record.float_nodes = mixed.drift, mixed.float_nodes
+    print_sensitivity(errors, mixed)
+    report = {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None}
+    write_json(beside(path, "layers"), report)
     job.write_contract(path, record)
     return QuantizedFile("static", path, record)
 
 
-def _mixed_precision(job: Job, path: Path, method: str, drift: dict):
-    """Layer-by-layer errors (saved beside the file) and, below the target, the search that
-    keeps the worst layers in float; returns that search's result or None."""
-    from docemb.layer_drift import layer_errors
+def _mixed_precision(job: Job, path: Path, method: str, errors: list, drift: dict):
+    """Below the target, the search that keeps the worst layers (by `errors`) in float,
+    rewriting `path`; returns its result, or None where the target is met or no layer may stay float."""
     from docemb.quantize.sensitivity import mixed_precision
 
-    errors = layer_errors(job.float_path, path, job.validation[:LAYER_ERROR_IMAGES])
-    mixed = None
-    if not job.target.met(drift) and job.options.max_float_nodes > 0:
-        print(f"below the drift target (mean {job.target.cos_mean}, min {job.target.cos_min}): trying layers in float")
-        args = (job.calibration, job.validation, method, job.target, job.options.max_float_nodes)
-        mixed = mixed_precision(job.float_path, path, errors, *args)
-    print_sensitivity(errors, mixed)
-    report = {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None}
-    write_json(beside(path, "layers"), report)
-    return mixed
+    if job.target.met(drift) or job.options.max_float_nodes <= 0:
+        return None
+    print(f"below the drift target (mean {job.target.cos_mean}, min {job.target.cos_min}): trying layers in float")
+    args = (job.calibration, job.validation, method, job.target, job.options.max_float_nodes)
+    return mixed_precision(job.float_path, path, errors, *args)
 
 
 def _finetune_onnx(job: Job, path: Path, record: QuantizationRecord) -> QuantizationRecord:

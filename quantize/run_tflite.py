@@ -91,7 +91,7 @@ def _diagnose(job: Job, model: EmbeddingModel, path: Path, drift: dict, float_fr
     from docemb.quantize.pt2e_sensitivity import layer_costs
 
     report = beside(path, "layers")
-    if job.target.met(drift):
+    if job.target.met(drift) or not job.options.diagnose:
         report.unlink(missing_ok=True)  # an earlier run's, for another file
         return
     validation = job.validation[:LAYER_ERROR_IMAGES]

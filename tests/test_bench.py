@@ -361,3 +361,15 @@ def test_models_that_frame_templates_differently_are_benchmarked_on_the_same_cap
     alone, _ = benchmark([paths["framed"]], paths["framed"], [synth_eval], **timing)
     recall = {row["file"]: next(iter(row["eval"].values()))["recall@1"] for row in together["models"]}
     assert recall[str(paths["framed"])] == next(iter(alone["models"][0]["eval"].values()))["recall@1"]
+
+
+def test_host_thread_counts_stop_at_the_cores_the_host_has(monkeypatch):
+    """More threads than cores time contention, not the model (and a minute of make export-int8)."""
+    from docemb.benchmark.cli import host_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert host_threads() == [1, 2]
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert host_threads() == [1, 2, 4]
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert host_threads() == [1]

@@ -83,3 +83,34 @@ def test_the_graph_measured_is_the_tflite_file_up_to_integer_arithmetic(trained_
     graph_int8_error = 1 - cosine_drift(reference, simulated)["cos_mean"]
     simulation_error = 1 - cosine_drift(file_embeddings, simulated)["cos_mean"]
     assert simulation_error < graph_int8_error  # integer rounding differs from fake-quantize in places
+
+
+def test_no_diagnosis_asked_measures_nothing_and_clears_an_earlier_report(tmp_path, monkeypatch):
+    """`--no-diagnose` (make export-int8) skips the per-layer cost, which takes minutes for full
+    integer, and leaves no report of an earlier run beside the new file."""
+    from types import SimpleNamespace
+
+    from docemb.quantize import pt2e_sensitivity
+    from docemb.quantize.run import QuantizeOptions
+    from docemb.quantize.run_tflite import _diagnose
+    from docemb.quantize.sensitivity import DriftTarget
+
+    def measured(*args, **kwargs):
+        raise AssertionError("layer costs measured")
+
+    monkeypatch.setattr(pt2e_sensitivity, "layer_costs", measured)
+    path = tmp_path / "model_int8_full.tflite"
+    stale = tmp_path / "model_int8_full.tflite.layers.json"
+    stale.write_text("{}")
+    job = SimpleNamespace(
+        options=QuantizeOptions(model=str(path), diagnose=False),
+        target=DriftTarget(),
+        calibration=None,
+        validation=[],
+        contract={"input": {"layout": "NHWC"}},
+    )
+    _diagnose(job, model=None, path=path, drift={"cos_mean": 0.5, "cos_min": 0.1}, float_front=0)
+    assert not stale.exists()
+    job.options = QuantizeOptions(model=str(path), diagnose=True)
+    with pytest.raises(AssertionError, match="layer costs measured"):  # a miss is diagnosed by default
+        _diagnose(job, model=None, path=path, drift={"cos_mean": 0.5, "cos_min": 0.1}, float_front=0)
