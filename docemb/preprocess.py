@@ -94,11 +94,15 @@ class Preprocessing:
         return self.resize(loose_frame(rgb, self.template_frame))
 
     def template_inputs(self, rgb: np.ndarray) -> np.ndarray:
-        """A registered template at the model's size, once per view: (views, size, size, 3) uint8.
-        Turned views are drawn from a copy at most twice the model's size: a full-page scan turned
-        at full size would cost a second per view, for pixels the resize then drops."""
+        """A registered template at the model's size, once per view: (views, size, size, 3) uint8."""
         small = fit_within(rgb, 2 * self.size) if any(view.degrees for view in self.views) else rgb
-        return np.stack([self.resize(view.draw(small if view.degrees else rgb)) for view in self.views])
+        return np.stack([self.template_view(small if view.degrees else rgb, view) for view in self.views])
+
+    def template_view(self, rgb: np.ndarray, view: TemplateView) -> np.ndarray:
+        """A template at the model's size as `view` draws it. A turned view is drawn from a copy
+        at most twice the model's size: a full-page scan turned at full size would cost a second
+        per view, for pixels the resize then drops."""
+        return self.resize(view.draw(fit_within(rgb, 2 * self.size) if view.degrees else rgb))
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.normalize(self.resize(rgb))

@@ -156,3 +156,22 @@ def test_clean_views_are_framed_as_templates_are_registered(synth_train):
     border = torch.cat([framed[:, :5].flatten(1), framed[:, -5:].flatten(1), framed[:, :, :5].flatten(1)], dim=1)
     assert torch.allclose(border, torch.from_numpy(grey)[:, None], atol=1e-6)  # rows and columns of mid-grey
     assert not torch.allclose(plain[:, :5], framed[:, :5])
+
+
+def test_clean_views_are_drawn_as_any_of_the_registered_views(synth_train):
+    from docemb.imageio import list_images, load_images
+    from docemb.preprocess import TemplateView
+
+    images, _ = load_images(list_images(synth_train), max_side=96)
+    views = (TemplateView(0.05, 0), TemplateView(0.0, 6), TemplateView(0.1, -6))
+    prep = Preprocessing(size=64, template_views=views)
+    mixed = ExpandedTemplates(images, prep, augment="capture", work_size=72, clean_share=0.5)
+    seen = []
+    for seed in range(40):
+        index = 24 + seed % 7
+        sample = mixed[(index, seed)][0].numpy()
+        registered = prep.normalize(prep.template_inputs(variant_image(images[index // 24], index % 24)))
+        matches = [v for v in range(len(views)) if np.array_equal(sample, registered[v])]
+        seen += matches[:1]
+    assert 10 < len(seen) < 30  # about half the draws are clean
+    assert set(seen) == {0, 1, 2}  # each view shows up, turned ones too

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from docemb.photo import capture_augmentation, distort, loose_capture, photo_distortion
-from docemb.preprocess import Preprocessing
+from docemb.preprocess import Preprocessing, TemplateView
 from docemb.train.config import check_clean_share
 from docemb.train.expansion import variant_image
 
@@ -25,10 +25,11 @@ class ExpandedTemplates(Dataset):
     image of the pool as a loose crop would (background at the edges), then applies the capture
     pipeline; `"photo"` is the older, milder photo pipeline; `"none"` trains on clean variants.
 
-    `clean_share` of the seeded draws skip the augmentation and show the variant as registered
-    (framed and resized as `Preprocessing.template` does): users register clean templates, and
-    a model that has only seen captures puts a clean template away from its own captures
-    (docs/training.md, "Clean views").
+    `clean_share` of the seeded draws skip the augmentation and show the variant as registered:
+    as one of the preprocessing's template views, drawn at random (framed, turned and resized as
+    `Preprocessing.template_inputs` does). Users register clean templates, and a model that has
+    only seen captures puts a clean template away from its own captures (docs/training.md,
+    "Clean views").
     """
 
     def __init__(
@@ -68,8 +69,11 @@ class ExpandedTemplates(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         image_index, k = divmod(index, self.num_variants)
         variant = variant_image(self.images[image_index], k)
-        if self.pipeline is None or self._clean(seed):  # as registered: framed, resized once
+        if self.pipeline is None:
             return torch.from_numpy(self.preprocessing.normalize(self.preprocessing.template(variant))), index
+        view = self._clean_view(seed)
+        if view is not None:  # as registered
+            return torch.from_numpy(self.preprocessing.normalize(self.preprocessing.template_view(variant, view))), index
         image = self.work.resize(variant)
         if seed is not None:
             self.pipeline.set_random_seed(seed)
@@ -80,12 +84,16 @@ class ExpandedTemplates(Dataset):
         image = distort(image, self.pipeline)
         return torch.from_numpy(self.preprocessing(image)), index
 
-    def _clean(self, seed: int | None) -> bool:
-        """Whether this draw stays clean: from a stream of its own, so the augmentation's draws
-        are the same whatever the share."""
+    def _clean_view(self, seed: int | None) -> TemplateView | None:
+        """The template view this draw shows, or None where it is a capture: from a stream of
+        its own, so the augmentation's draws are the same whatever the share."""
         if not self.clean_share:
-            return False
-        return bool(np.random.default_rng(None if seed is None else (seed, 1)).random() < self.clean_share)
+            return None
+        rng = np.random.default_rng(None if seed is None else (seed, 1))
+        if rng.random() >= self.clean_share:
+            return None
+        views = self.preprocessing.views
+        return views[int(rng.integers(len(views)))] if len(views) > 1 else views[0]
 
 
 class ClassBatchSampler(Sampler[list[tuple[int, int]]]):
