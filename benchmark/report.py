@@ -59,11 +59,13 @@ def _clip(text: str, width: int | None) -> str:
 
 
 def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """One row per model: format, runtime, size, drift, Recall@1 per eval set, p50, XNNPACK on
-    this host, and what phone runtimes leave out (clipped to `clip` characters for terminals)."""
+    """One row per model: format, runtime, size, drift (top-1 agreement per eval set, the rest
+    the worst over them), Recall@1 per eval set, p50, XNNPACK on this host, and what phone
+    runtimes leave out (clipped to `clip` characters for terminals)."""
     sets = list(report["eval_sets"])
-    header = ["model", "format", "runtime", "size MB", "cos mean", "cos min", "top1 agree", "top1 clear", "score err"]
-    header += [f"{name} R@1" for name in sets] + ["p50 ms", "host graph", "unsupported ops on phone runtimes"]
+    header = ["model", "format", "runtime", "size MB", "cos mean", "cos min", *(f"{name} top1" for name in sets)]
+    header += ["top1 clear", "score err", *(f"{name} R@1" for name in sets), "p50 ms", "host graph"]
+    header += ["unsupported ops on phone runtimes"]
     rows = []
     for row in report["models"]:
         metrics = row_metrics(row)
@@ -75,7 +77,7 @@ def summary_rows(report: dict, clip: int | None = None) -> tuple[list[str], list
                 _fmt(row["size_mb"], 2),
                 _fmt(metrics["cos_mean"], 4),
                 _fmt(metrics["cos_min"], 4),
-                _fmt(metrics["top1"]),
+                *(_fmt(row["eval"][name].get("top1_agreement")) for name in sets),
                 _fmt(metrics["top1_clear"]),
                 _fmt(metrics["score_error"], 4),
                 *(_fmt(row["eval"][name]["recall@1"]) for name in sets),
