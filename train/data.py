@@ -93,7 +93,7 @@ class ExpandedTemplates(Dataset):
         if rng.random() >= self.clean_share:
             return None
         views = self.preprocessing.views
-        return views[int(rng.integers(len(views)))] if len(views) > 1 else views[0]
+        return views[int(rng.integers(len(views)))]
 
 
 class ClassBatchSampler(Sampler[list[tuple[int, int]]]):
