@@ -238,18 +238,9 @@ def reference_margins(scores: np.ndarray) -> np.ndarray:
     return ordered[:, -1] - ordered[:, -2] if ordered.shape[1] > 1 else np.full(len(ordered), np.inf)
 
 
-def neighbour_agreement(reference: Embeddings, candidate: Embeddings, k: int = 1, where: np.ndarray | None = None) -> float:
+def neighbour_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 1, where: np.ndarray | None = None) -> float:
     """Share of queries (those selected by the boolean mask `where`, or all) whose top-k
-    templates (as a set) are the same under both models."""
-    return _agreement(_scores_of(reference), _scores_of(candidate), k, where)
-
-
-def _scores_of(embeddings: Embeddings) -> np.ndarray:
-    return template_scores(embeddings.queries, embeddings.templates)
-
-
-def _agreement(reference: np.ndarray, candidate: np.ndarray, k: int, where: np.ndarray | None = None) -> float:
-    """neighbour_agreement from the two models' query-template scores."""
+    templates (as a set) are the same under both models' query-template scores."""
     ref_top, cand_top = top_k_by_score(reference, k), top_k_by_score(candidate, k)
     same = np.array([set(a) == set(b) for a, b in zip(ref_top.tolist(), cand_top.tolist())])
     return float(same[where].mean() if where is not None else same.mean())
@@ -261,13 +252,15 @@ def drift_metrics(reference: Embeddings, candidate: Embeddings) -> dict[str, flo
         np.concatenate([reference.templates.reshape(-1, reference.queries.shape[1]), reference.queries]),
         np.concatenate([candidate.templates.reshape(-1, candidate.queries.shape[1]), candidate.queries]),
     )
-    ref_scores, cand_scores = _scores_of(reference), _scores_of(candidate)  # each once: nine views make them costly
-    metrics["top1_agreement"] = _agreement(ref_scores, cand_scores, k=1)
-    metrics["top5_agreement"] = _agreement(ref_scores, cand_scores, k=5)
+    # each model's scores once: with nine views each is nine matmuls
+    ref_scores = template_scores(reference.queries, reference.templates)
+    cand_scores = template_scores(candidate.queries, candidate.templates)
+    metrics["top1_agreement"] = neighbour_agreement(ref_scores, cand_scores, k=1)
+    metrics["top5_agreement"] = neighbour_agreement(ref_scores, cand_scores, k=5)
     margins = reference_margins(ref_scores)
     clear = margins >= CLEAR_MARGIN
     metrics["clear_share"] = float(clear.mean())
-    metrics["top1_agreement_clear"] = _agreement(ref_scores, cand_scores, k=1, where=clear) if clear.any() else None
+    metrics["top1_agreement_clear"] = neighbour_agreement(ref_scores, cand_scores, k=1, where=clear) if clear.any() else None
     # the two numbers that explain top-1 agreement: how far apart the reference's best two
     # templates sit, and how far the candidate moves a query-template score
     metrics["margin_median"] = float(np.median(margins))

@@ -91,7 +91,7 @@ class Preprocessing:
 
     def template(self, rgb: np.ndarray) -> np.ndarray:
         """A template (not a capture) at the model's size: framed, then resized."""
-        return self.resize(loose_frame(rgb, self.template_frame))
+        return self.template_view(rgb, TemplateView(self.template_frame))
 
     def template_inputs(self, rgb: np.ndarray) -> np.ndarray:
         """A registered template at the model's size, once per view: (views, size, size, 3) uint8."""
