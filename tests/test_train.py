@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from docemb.errors import DocembError
@@ -17,6 +18,7 @@ from docemb.model import build_model, load_model, save_model
 from docemb.preprocess import TemplateView
 from docemb.train import loop
 from docemb.train.checkpoint import save_checkpoint
+from docemb.train.config import TrainConfig
 from docemb.train.loop import build_run, lr_lambda, train
 
 
@@ -149,6 +151,11 @@ def test_a_docemb_teacher_gives_fixed_centres_its_template_embeddings(tiny_confi
     before = run.pfc.weight.clone()
     loop.train_one_epoch(run, 1)
     assert torch.equal(run.pfc.weight, before)
+
+
+@pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_is_a_valid_config(recipe):
+    TrainConfig(**yaml.safe_load(recipe.read_text())).validate()  # unknown fields raise TypeError
 
 
 def test_fixed_centres_need_a_docemb_teacher(tiny_config, tmp_path):
