@@ -129,17 +129,17 @@ def build_teacher(kind: str, model: str | None = None, weights: str | None = Non
         preprocessing = Preprocessing(size=image_size or 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         name = f"{kind}-stage4"
     elif kind == "docemb":
+        from docemb.contract import sha256
         from docemb.model import load_model
 
         path = _local_weights(kind, weights)
         encoder = load_model(path)
-        encoder.eval().requires_grad_(False)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]  # the cache key follows the weights, not the name
-        return Teacher(f"docemb-{digest}-templates", encoder, encoder.preprocessing, as_template=True)
+        preprocessing = encoder.preprocessing
+        name = f"docemb-{sha256(path)[:12]}-templates"  # the cache key follows the weights, not the file name
     else:
         raise DocembError(f"unknown teacher kind {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
     encoder.eval().requires_grad_(False)
-    return Teacher(name=f"{name}-{preprocessing.size}px", encoder=encoder, preprocessing=preprocessing)
+    return Teacher(f"{name}-{preprocessing.size}px", encoder, preprocessing, as_template=kind == "docemb")
 
 
 def image_digest(image: np.ndarray) -> bytes:
