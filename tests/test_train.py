@@ -224,7 +224,7 @@ def test_source_weights_set_how_many_classes_an_epoch_draws(tiny_config, synth_t
 def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small_model, synth_train):
     import argparse
 
-    from docemb.model import save_model
+    from docemb.model import build_model, save_model
     from docemb.train import config as train_config
     from docemb.train.loop import _initial_model
 
@@ -253,6 +253,15 @@ def test_init_takes_the_architecture_and_weights_of_a_checkpoint(tmp_path, small
     save_model(checkpoint, shipped)
     config = train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint)]))
     assert config.whitening and _initial_model(config, config.model_config()).config.whitening
+    widened = train_config.resolve(
+        parser.parse_args(["--data", str(synth_train), "--init", str(checkpoint), "--arch", "lcnet_100"])
+    )
+    with pytest.raises(DocembError, match="a lcnet_050 model cannot start a lcnet_100 one"):
+        _initial_model(widened, widened.model_config())
+    wide = tmp_path / "wide.safetensors"
+    save_model(wide, build_model(dataclasses.replace(small_model.config, arch="lcnet_100"), seed=0))
+    narrowed = train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(wide), "--arch", "lcnet_050"]))
+    assert _initial_model(narrowed, narrowed.model_config()).config.arch == "lcnet_050"  # weights selected (test_narrow)
     with pytest.raises(DocembError, match="missing.safetensors: --init checkpoint not found"):
         train_config.resolve(parser.parse_args(["--data", str(synth_train), "--init", str(tmp_path / "missing.safetensors")]))
 

@@ -33,7 +33,15 @@ from docemb.evaluation import (
     verification_metrics,
 )
 from docemb.lock import output_lock
-from docemb.model import EmbeddingModel, ModelConfig, build_model, load_model, load_pretrained_backbone, save_model
+from docemb.model import (
+    EmbeddingModel,
+    ModelConfig,
+    build_model,
+    load_model,
+    load_pretrained_backbone,
+    narrowed_model,
+    save_model,
+)
 from docemb.options import to_yaml
 from docemb.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig
@@ -434,8 +442,11 @@ def _initial_model(config: TrainConfig, model_config: ModelConfig) -> EmbeddingM
     if config.init:
         model = load_model(config.init)
         registered = {"template_frame": model_config.template_frame, "template_views": model_config.template_views}
-        if replace(model.config, **registered) != model_config:
+        if replace(model.config, **registered, arch=model_config.arch) != model_config:
             raise DocembError(f"{config.init}: its model {model.config} differs from this run's {model_config}")
+        if model.config.arch != model_config.arch:
+            print(f"init: {config.init}'s {model.config.arch} weights narrowed to {model_config.arch} (weight selection)")
+            return narrowed_model(model, model_config, config.init).train()
         model.config = model_config  # the same weights; templates may be registered anew
         return model.train()
     model = build_model(model_config, seed=config.seed)
