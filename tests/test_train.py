@@ -331,6 +331,7 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     shipped = read_model_metadata(tmp_path / "tiny.safetensors")
     assert shipped["thresholds"]["match"]["threshold"] == report["thresholds"][name][3]["threshold"]
     assert "recipe: `configs/pretrain-gpu.sh`" in card.read_text()
+    assert f"- commit {report['commit']}; " in card.read_text()  # the code that trained, not the release's HEAD
 
     from docemb.model import load_model
     from docemb.train.reframe import reframe

@@ -424,6 +424,7 @@ def finish(run: Run) -> Path:
             "trained": {k: v for k, v in run.state.history[-1].items() if "/" in k},
             "epochs": run.config.epochs,
             "train_seconds_this_session": round(elapsed, 1),
+            "commit": run.commit,
             "images_per_s": round(run.samples / elapsed, 1),
             "device": str(run.device),
             "world_size": run.runtime.world_size,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -21,13 +20,9 @@ from docemb.atomic import atomic_path, write_json, write_text
 from docemb.contract import threshold_table
 from docemb.errors import DocembError
 from docemb.model import read_model_metadata
+from docemb.train.state import code_commit
 
 RECIPE = "make pretrain  (docemb corpus, then docemb train --config configs/pretrain.yaml)"
-
-
-def _commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
 
 
 def _corpus_manifests(config: dict) -> list[str]:
@@ -96,7 +91,7 @@ def model_card(
         "## How it was made",
         f"- recipe: `{recipe}`",
         f"- initialisation: {config.get('init') or config.get('pretrained') or 'random'}",
-        f"- commit {_commit()}; {report['epochs']} epochs; last session {report['train_seconds_this_session'] / 60:.0f} min "
+        f"- commit {report.get('commit') or code_commit() + ' (at release)'}; {report['epochs']} epochs; last session {report['train_seconds_this_session'] / 60:.0f} min "
         f"at {report['images_per_s']:.0f} images/s on {report['device']} ({report['cpu_count']} cores, {report['threads']} threads, "
         f"{platform.processor() or platform.machine()})",
         f"- {data['classes']} classes from {sum(s['images'] for s in data['sources'])} images:",

@@ -3,6 +3,7 @@ to evaluation and to the checkpoint functions."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from docemb.train.partial_fc import PartialFC
     from docemb.train.sources import TemplatePool
     from docemb.train.teacher import DistillationLoss
+
+
+def code_commit() -> str:
+    """The checkout's commit (short), for reports and cards; "unknown" outside git."""
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Run:
     state: TrainingState = field(default_factory=lambda: TrainingState(0, 0, []))
     writer: object | None = None  # TensorBoard's SummaryWriter on rank 0, when enabled
     started: float = field(default_factory=time.perf_counter)
+    commit: str = field(default_factory=code_commit)  # of the code this session trains with
     samples: int = 0  # images trained on in this session, over all ranks
     final_embeddings: list[Embeddings] | None = None  # of the last epoch evaluated
 
