@@ -35,7 +35,7 @@ TRAINED := $(OUT)/train/model.safetensors
 # templates v7 frames and v8 registers as nine views; v9 is v8 fine-tuned on its own templates as fixed
 # centres, configs/finetune-centres.yaml, and v10 the same again from v9): export-int8 starts from
 # them unless CKPT or FROM_SCRATCH=1.
-WEIGHTS ?= weights/docemb-lcnet_100-v10.safetensors
+WEIGHTS ?= weights/docemb-lcnet_100-v11.safetensors
 FROM_SCRATCH ?=
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
 # Calibration images: the training documents, and the real training pool when there is one.
