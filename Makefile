@@ -128,17 +128,25 @@ export-int8: $(MODEL_CKPT) data
 		--ref $(MODELS)/model.onnx --data $(EVAL_DATA) --out $(OUT)/bench
 
 # Width by measurement: size and single-thread latency of float and static int8 TFLite for each
-# PP-LCNet width (random weights time as trained ones do; Recall@1 needs a trained model).
+# PP-LCNet width (random weights time as trained ones do). WIDTH_FROM=DIR takes trained weights,
+# DIR/<arch>.safetensors (e.g. distilled from the shipped model: docs/training.md), quantizes them
+# as export-int8 does and adds Recall@1 on EVAL_DATA, float and int8.
 WIDTHS ?= lcnet_050 lcnet_075 lcnet_100
 WIDTH_DIR := $(OUT)/widths
+WIDTH_FROM ?=
 widths: data
+	mkdir -p $(WIDTH_DIR)
 	for arch in $(WIDTHS); do \
-		$(BIN)/python -c "from docemb.model import ModelConfig, build_model, save_model; save_model('$(WIDTH_DIR)/$$arch.safetensors', build_model(ModelConfig(arch='$$arch'), seed=0))" && \
+		if [ -n "$(WIDTH_FROM)" ]; then cp $(WIDTH_FROM)/$$arch.safetensors $(WIDTH_DIR)/$$arch.safetensors; \
+		else $(BIN)/python -c "from docemb.model import ModelConfig, build_model, save_model; save_model('$(WIDTH_DIR)/$$arch.safetensors', build_model(ModelConfig(arch='$$arch'), seed=0))"; fi && \
 		$(DOCEMB) export --ckpt $(WIDTH_DIR)/$$arch.safetensors --out $(WIDTH_DIR)/$$arch --include tflite && \
-		$(DOCEMB) quantize --model $(WIDTH_DIR)/$$arch/model.tflite --calib $(DATA)/train --include static --qat never || exit 1; \
+		$(DOCEMB) quantize --model $(WIDTH_DIR)/$$arch/model.tflite --calib $(if $(WIDTH_FROM),$(CALIB) $(QAT),$(DATA)/train --qat never) \
+			--include static || exit 1; \
 	done
 	$(DOCEMB) bench $(foreach a,$(WIDTHS),$(WIDTH_DIR)/$(a)/model.tflite $(WIDTH_DIR)/$(a)/model_int8_static.tflite) \
 		--data $(DATA)/eval --out $(WIDTH_DIR)/bench --threads 1 --runs $(BENCH_RUNS)
+	$(if $(WIDTH_FROM),$(DOCEMB) evaluate $(foreach a,$(WIDTHS),$(WIDTH_DIR)/$(a).safetensors $(WIDTH_DIR)/$(a)/model_int8_static.tflite) \
+		--data $(EVAL_DATA) --queries 1 --out $(WIDTH_DIR)/evaluate.json)
 
 # Other small backbones with docemb's head, exported and quantized the same way, for comparison.
 PEERS ?= mobilenetv3_small_050 mobilenetv3_small_075 mobilenetv3_small_100 efficientnet_lite0

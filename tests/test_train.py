@@ -317,7 +317,7 @@ def test_ablation_variants_drop_data_sources_by_name_and_refuse_what_names_none(
 
 
 def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_config, synth_eval, tmp_path):
-    from docemb.model import read_model_metadata
+    from docemb.model import load_model, read_model_metadata
     from docemb.train.release import measure_held_out, release
 
     run = tmp_path / "run"
@@ -332,8 +332,16 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     assert shipped["thresholds"]["match"]["threshold"] == report["thresholds"][name][3]["threshold"]
     assert "recipe: `configs/pretrain-gpu.sh`" in card.read_text()
     assert f"- commit {report['commit']}; " in card.read_text()  # the code that trained, not the release's HEAD
+    from safetensors import safe_open
 
-    from docemb.model import load_model
+    with safe_open(str(tmp_path / "tiny.safetensors"), framework="pt") as handle:
+        dtypes = {key: handle.get_tensor(key).dtype for key in handle.keys()}
+    assert dtypes["head.fc.0.weight"] == torch.float16 and dtypes["backbone.bn1.running_var"] == torch.float32
+    trained, released = load_model(run / "model.safetensors"), load_model(tmp_path / "tiny.safetensors")
+    assert released.head.fc[0].weight.dtype == torch.float32  # loaded as float32, within float16's rounding
+    assert torch.allclose(released.head.fc[0].weight, trained.head.fc[0].weight, rtol=1e-3, atol=1e-6)
+    assert "stored as float16 kernels and matrices" in card.read_text()
+
     from docemb.train.reframe import reframe
 
     framed_card = reframe(

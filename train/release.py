@@ -12,6 +12,7 @@ import json
 import platform
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -94,6 +95,7 @@ def model_card(
         f"- commit {report.get('commit') or code_commit() + ' (at release)'}; {report['epochs']} epochs; last session {report['train_seconds_this_session'] / 60:.0f} min "
         f"at {report['images_per_s']:.0f} images/s on {report['device']} ({report['cpu_count']} cores, {report['threads']} threads, "
         f"{platform.processor() or platform.machine()})",
+        *([f"- stored as {weights_metadata['stored_as']}"] if "stored_as" in weights_metadata else []),
         f"- {data['classes']} classes from {sum(s['images'] for s in data['sources'])} images:",
         *[f"  - {s['kind']} `{s['path']}`: {s['images']} images, weight {s['weight']}" for s in data["sources"]],
         *[f"- corpus {line}" for line in _corpus_manifests(config)],
@@ -116,12 +118,26 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
+STORAGE = {"float16": torch.float16, "float32": torch.float32}
+
+
+def stored(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Kernels and matrices in `dtype`; vectors stay float32 (BatchNorm variances reach 1e-8,
+    below float16's normal range, and vectors are a few kB of the file)."""
+    return tensor.to(dtype) if tensor.is_floating_point() and tensor.dim() >= 2 else tensor
+
+
 def release(
-    run_dir: Path, weights: Path, figures: Path | None = None, model: Path | None = None, recipe: str = RECIPE
+    run_dir: Path,
+    weights: Path,
+    figures: Path | None = None,
+    model: Path | None = None,
+    recipe: str = RECIPE,
+    storage: str = "float16",
 ) -> Path:
     """Write the run's model (or `model`, such as its whitened copy) to `weights` with its match
     thresholds inside (export puts them in every contract; the run folder does not travel with
-    the weights), and the card beside it."""
+    the weights), and the card beside it. float16 storage halves the file that a clone carries."""
     model = model or run_dir / "model.safetensors"
     for needed in (model, run_dir / "config.yaml", run_dir / "report.json", run_dir / "data_report.json"):
         if not needed.is_file():
@@ -130,8 +146,11 @@ def release(
     if "thresholds" not in metadata:  # a whitened model carries its own, measured after whitening
         metadata["thresholds"] = threshold_table(run_dir, prefer="realdocs/eval")
     metadata["released_from"] = metadata.pop("run", None)
+    if storage not in STORAGE:
+        raise DocembError(f"storage {storage!r}: choose one of {', '.join(STORAGE)}")
+    metadata["stored_as"] = f"{storage} kernels and matrices, float32 vectors (loaded as float32)"
     with safe_open(str(model), framework="pt") as handle:
-        state = {key: handle.get_tensor(key) for key in handle.keys()}
+        state = {key: stored(handle.get_tensor(key), STORAGE[storage]) for key in handle.keys()}
     with atomic_path(weights) as tmp:
         save_file(state, tmp, metadata={key: json.dumps(value) for key, value in metadata.items()})
     card = weights.with_suffix(".md")
@@ -147,13 +166,16 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="the model file to release (default: the run's model.safetensors)")
     parser.add_argument("--recipe", default=RECIPE, help="the command that made the run, for the card")
     parser.add_argument(
+        "--storage", choices=sorted(STORAGE), default="float16", help="dtype of kernels and matrices in the file (vectors: float32)"
+    )
+    parser.add_argument(
         "--eval-data", nargs="+", metavar="FOLDER", help="measure the held-out figures and thresholds first (a run trained without them)"
     )
     args = parser.parse_args()
     try:
         if args.eval_data:
             measure_held_out(args.run_dir, args.eval_data)
-        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures, args.model, args.recipe)}")
+        print(f"wrote {args.out} and {release(args.run_dir, args.out, args.figures, args.model, args.recipe, args.storage)}")
     except DocembError as exc:
         raise SystemExit(f"release: error: {exc}") from None
 
