@@ -44,7 +44,7 @@ def test_training_writes_model_config_metrics_and_report(tiny_config, synth_eval
     from docemb.model import read_model_metadata
     from docemb.train.release import release
 
-    card = release(run, tmp_path / "weights" / "tiny-v1.safetensors")  # shipped: the thresholds travel inside
+    card = release(run, tmp_path / "weights" / "tiny-v1.safetensors", storage="float32")  # the thresholds travel inside
     shipped = read_model_metadata(tmp_path / "weights" / "tiny-v1.safetensors")
     assert shipped["thresholds"]["match"]["threshold"] == report["thresholds"][name][3]["threshold"]  # FPR 1e-2
     assert "run" not in shipped and torch.equal(
@@ -366,3 +366,13 @@ def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_con
     assert viewed["model_config"]["template_views"] == [{"frame": 0.1, "degrees": 0.0}, {"frame": 0.0, "degrees": -6.0}]
     assert "as 2 views (frame/degrees 0.1/0, 0/-6)" in viewed["thresholds"]["measured_on"]
     assert load_model(tmp_path / "views.safetensors").preprocessing.views == views
+
+
+def test_a_run_without_git_records_an_unknown_commit(monkeypatch):
+    from docemb.train import state
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(state.subprocess, "run", no_git)
+    assert state.code_commit() == "unknown"

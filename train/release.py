@@ -24,6 +24,7 @@ from docemb.model import read_model_metadata
 from docemb.train.state import code_commit
 
 RECIPE = "make pretrain  (docemb corpus, then docemb train --config configs/pretrain.yaml)"
+STORAGE = {"float16": torch.float16, "float32": torch.float32}  # of kernels and matrices in a released file
 
 
 def _corpus_manifests(config: dict) -> list[str]:
@@ -116,9 +117,6 @@ def model_card(
         "```",
     ]
     return "\n".join(lines) + "\n"
-
-
-STORAGE = {"float16": torch.float16, "float32": torch.float32}
 
 
 def stored(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 def code_commit() -> str:
     """The checkout's commit (short), for reports and cards; "unknown" outside git."""
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    except OSError:  # no git on the machine (a lent GPU runs from a bundle)
+        return "unknown"
     return result.stdout.strip() or "unknown"
 
 
