@@ -33,7 +33,7 @@ MODELS := $(OUT)/models
 TRAINED := $(OUT)/train/model.safetensors
 # The shipped weights (v4 from `make pretrain`, trained on by configs/pretrain-gpu.sh to v6, whose
 # templates v7 frames and v8 registers as nine views; v9 is v8 fine-tuned on its own templates as fixed
-# centres, configs/finetune-centres.yaml, and v10 the same again from v9): export-int8 starts from
+# centres, configs/finetune-centres.yaml, v10 and v11 the same again from v9 and v10): export-int8 starts from
 # them unless CKPT or FROM_SCRATCH=1.
 WEIGHTS ?= weights/docemb-lcnet_100-v11.safetensors
 FROM_SCRATCH ?=

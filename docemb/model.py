@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -167,10 +167,9 @@ def load_pretrained_backbone(model: EmbeddingModel, source: str | os.PathLike) -
                 f"pretrained {source!r} holds {wanted} weights; this model is {model.config.arch} (use --arch {wanted})"
             )
         state = pretrained.backbone_state_dict(str(source))
-        if model.config.arch != wanted:
-            wide = build_model(replace(model.config, arch=wanted)).backbone
-            wide.load_state_dict(state, strict=False)
-            state = narrowed_state_dict(wide.state_dict(), model.backbone.state_dict(), str(source))
+        if model.config.arch != wanted:  # the classifier's backbone tensors, narrowed
+            own = model.backbone.state_dict()
+            state = narrowed_state_dict({key: state[key] for key in own}, own, str(source))
     else:
         path = Path(source)
         if not path.is_file():
