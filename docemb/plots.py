@@ -205,3 +205,23 @@ def verification_summary(rows: list[dict], ms_per_query: dict[str, dict[str, flo
     time_axis.legend(fontsize=7)
     figure.suptitle(title or "geometric verification: what it adds and what it costs")
     return _save(figure, Path(path))
+
+
+def ablation_bars(values: dict[str, dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """One panel per metric, one bar per variant, the first variant (the base) as a dashed line:
+    what each change gains or loses is the bar's distance from that line."""
+    metrics = list(next(iter(values.values())))
+    variants = list(values)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1.5, 0.32 * len(variants) + 1.2), sharey=True)
+    for axis, metric in zip(np.atleast_1d(axes), metrics):
+        bars = [values[v].get(metric, np.nan) for v in variants]
+        axis.barh(range(len(variants)), bars, color=["tab:gray"] + ["tab:blue"] * (len(variants) - 1))
+        axis.axvline(bars[0], color="k", linestyle="--", linewidth=0.8)
+        axis.set_xlim(0, 1)
+        axis.set_title(metric, fontsize=8)
+        axis.grid(alpha=0.3, axis="x")
+    axis = np.atleast_1d(axes)[0]
+    axis.set_yticks(range(len(variants)), variants, fontsize=7)
+    axis.invert_yaxis()
+    figure.suptitle(title or "ablation", fontsize=9)
+    return _save(figure, Path(path))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from docemb.evaluation import Embeddings, EvalSet, pair_scores, roc_auc, tpr_at_fpr
-from docemb.plots import retrieval_grid, roc_curve, score_histograms
+from docemb.plots import ablation_bars, retrieval_grid, roc_curve, score_histograms
 
 
 def test_pair_scores_split_own_template_from_the_others():
@@ -43,3 +43,5 @@ def test_plots_are_written(tmp_path):
     eval_set = EvalSet("x/y", ["a", "b", "c", "d"], images, images, np.arange(4))
     embeddings = rng.normal(size=(4, 8)).astype(np.float32)
     assert retrieval_grid(eval_set, embeddings, embeddings, tmp_path / "grid.png", k=3).stat().st_size > 1000
+    variants = {"base": {"a/recall@1": 0.5, "a/auroc": 0.9}, "lcnet_050": {"a/recall@1": 0.4}}  # a run without AUROC
+    assert ablation_bars(variants, tmp_path / "ablation.png").stat().st_size > 1000

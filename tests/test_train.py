@@ -204,6 +204,7 @@ def test_ablation_trains_each_variant_once_and_tabulates(synth_train, synth_eval
     assert [r["variant"] for r in rows] == ["base", "head=ln"]
     assert rows[0]["mmacs"] > 0 and rows[0]["params_m"] > rows[1]["params_m"]  # ln_bn has BatchNorm parameters too
     assert "| head=ln |" in (tmp_path / "ablate" / "ablation.md").read_text()
+    assert (tmp_path / "ablate" / "ablation.png").stat().st_size > 1000
 
     stamp = (tmp_path / "ablate" / "base" / "report.json").stat().st_mtime_ns
     capsys.readouterr()

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from docemb import plots
 from docemb.atomic import write_json, write_text
 from docemb.errors import DocembError
 from docemb.model import build_model
@@ -111,11 +112,20 @@ def run(args: argparse.Namespace) -> None:
     table = format_table(rows, base)
     write_text(root / "ablation.md", table + "\n")
     print("\n" + table)
-    print(f"\n(saved {root / 'ablation.md'} and ablation.json)")
+    metric_keys = _metric_keys(rows)
+    budget = f"{base.epochs * base.steps_per_epoch} steps" if base.steps_per_epoch else f"{base.epochs} epoch(s)"
+    values = {row["variant"]: {k: row[k] for k in metric_keys if k in row} for row in rows}
+    plots.ablation_bars(values, root / "ablation.png", title=f"ablation: {budget} per variant, one seed (base grey)")
+    print(f"\n(saved {root / 'ablation.md'}, ablation.json and ablation.png)")
+
+
+def _metric_keys(rows: list[dict]) -> list[str]:
+    """The held-out figures every run reports: Recall@1, TPR at FPR 1e-2 and AUROC per eval set."""
+    return [k for k in rows[0] if "/" in k and k.rsplit("/", 1)[1] in ("recall@1", "tpr@fpr1e-02", "auroc")]
 
 
 def format_table(rows: list[dict], base: TrainConfig) -> str:
-    metric_keys = [k for k in rows[0] if "/" in k and k.rsplit("/", 1)[1] in ("recall@1", "tpr@fpr1e-02", "auroc")]
+    metric_keys = _metric_keys(rows)
     header = ["variant", "params M", "MMACs", "img/s", *metric_keys]
     steps = base.steps_per_epoch or "the data's"
     lines = [
