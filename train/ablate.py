@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict] = {
     "sample_rate=1.0": {"sample_rate": 1.0},
     "sample_rate=0.05": {"sample_rate": 0.05},
     "pretrained=none": {"pretrained": None},
+    "lr=0.001": {"lr": 0.001},  # a fine-tuning rate: does a pretrained start keep more of its lead?
     "augment=photo": {"augment": "photo"},
     # the narrower widths start from evenly spaced channels of the base's pretrained lcnet_100
     # (weight selection, docemb/model.py), or from random weights in the -random variants
