@@ -2,8 +2,8 @@
 
 Every variant changes one thing from the base config (the flags given on the command line), so
 the table says what each design choice is worth: head normalisation, squeeze, pooling, margin,
-teacher, PartialFC sample rate, pretrained start, augmentation, backbone, and each piece of the
-training data (`without=TEXT` drops the sources whose spec contains TEXT). Give the base a
+teacher, PartialFC sample rate, pretrained start, learning rate, augmentation, backbone, and each
+piece of the training data (`without=TEXT` drops the sources whose spec contains TEXT). Give the base a
 `--steps-per-epoch` so that a variant with less data still trains for the same steps. Each
 variant is an ordinary run folder under --out, and a killed ablation resumes: finished variants
 are read back, not retrained.
