@@ -208,20 +208,26 @@ def verification_summary(rows: list[dict], ms_per_query: dict[str, dict[str, flo
 
 
 def ablation_bars(values: dict[str, dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """One panel per metric, one bar per variant, the first variant (the base) as a dashed line:
-    what each change gains or loses is the bar's distance from that line."""
-    metrics = list(next(iter(values.values())))
+    """A panel per figure ("set/metric": a row per eval set, a column per metric), a bar per
+    variant, the first variant (the base) as a dashed line: each change's gain or loss is its
+    bar's distance from that line."""
+    keys = list(next(iter(values.values())))
+    sets = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in keys))
+    metrics = list(dict.fromkeys(k.rsplit("/", 1)[1] for k in keys))
     variants = list(values)
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1.5, 0.32 * len(variants) + 1.2), sharey=True)
-    for axis, metric in zip(np.atleast_1d(axes), metrics):
-        bars = [values[v].get(metric, np.nan) for v in variants]
+    figure, axes = plt.subplots(
+        len(sets), len(metrics), figsize=(3.2 * len(metrics) + 1.5, (0.3 * len(variants) + 1.0) * len(sets)), squeeze=False
+    )
+    for (row, name), (column, metric) in ((r, c) for r in enumerate(sets) for c in enumerate(metrics)):
+        axis, key = axes[row, column], f"{name}/{metric}"
+        bars = [values[v].get(key, np.nan) for v in variants]
         axis.barh(range(len(variants)), bars, color=["tab:gray"] + ["tab:blue"] * (len(variants) - 1))
         axis.axvline(bars[0], color="k", linestyle="--", linewidth=0.8)
-        axis.set_xlim(0, 1)
-        axis.set_title(metric, fontsize=8)
+        axis.set_xlim(0.5 if metric == "auroc" else 0, 1)  # AUROC's chance level is 0.5
+        axis.set_title(key, fontsize=8)
         axis.grid(alpha=0.3, axis="x")
-    axis = np.atleast_1d(axes)[0]
-    axis.set_yticks(range(len(variants)), variants, fontsize=7)
-    axis.invert_yaxis()
+        axis.set_yticks(range(len(variants)), variants if column == 0 else [], fontsize=7)
+        axis.invert_yaxis()
     figure.suptitle(title or "ablation", fontsize=9)
+    figure.tight_layout()
     return _save(figure, Path(path))
