@@ -5,6 +5,7 @@ Each function writes one PNG atomically and returns its path. matplotlib runs he
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -218,7 +219,7 @@ def ablation_bars(values: dict[str, dict[str, float]], path: str | Path, title: 
     figure, axes = plt.subplots(
         len(sets), len(metrics), figsize=(3.2 * len(metrics) + 1.5, (0.3 * len(variants) + 1.0) * len(sets)), squeeze=False
     )
-    for (row, name), (column, metric) in ((r, c) for r in enumerate(sets) for c in enumerate(metrics)):
+    for (row, name), (column, metric) in itertools.product(enumerate(sets), enumerate(metrics)):
         axis, key = axes[row, column], f"{name}/{metric}"
         bars = [values[v].get(key, np.nan) for v in variants]
         axis.barh(range(len(variants)), bars, color=["tab:gray"] + ["tab:blue"] * (len(variants) - 1))

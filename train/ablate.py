@@ -114,9 +114,8 @@ def run(args: argparse.Namespace) -> None:
     write_text(root / "ablation.md", table + "\n")
     print("\n" + table)
     metric_keys = _metric_keys(rows)
-    budget = f"{base.epochs * base.steps_per_epoch} steps" if base.steps_per_epoch else f"{base.epochs} epoch(s)"
     values = {row["variant"]: {k: row[k] for k in metric_keys if k in row} for row in rows}
-    plots.ablation_bars(values, root / "ablation.png", title=f"ablation: {budget} per variant, one seed (base grey)")
+    plots.ablation_bars(values, root / "ablation.png", title=f"ablation: {_budget(base)} per variant, one seed (base grey)")
     print(f"\n(saved {root / 'ablation.md'}, ablation.json and ablation.png)")
 
 
@@ -125,12 +124,17 @@ def _metric_keys(rows: list[dict]) -> list[str]:
     return [k for k in rows[0] if "/" in k and k.rsplit("/", 1)[1] in ("recall@1", "tpr@fpr1e-02", "auroc")]
 
 
+def _budget(base: TrainConfig) -> str:
+    """Each variant's training budget, as the table's header and the plot's title say it."""
+    steps = base.steps_per_epoch or "the data's"
+    return f"{base.epochs} epoch(s) of {steps} steps"
+
+
 def format_table(rows: list[dict], base: TrainConfig) -> str:
     metric_keys = _metric_keys(rows)
     header = ["variant", "params M", "MMACs", "img/s", *metric_keys]
-    steps = base.steps_per_epoch or "the data's"
     lines = [
-        f"Ablation: {base.epochs} epoch(s) of {steps} steps each on {', '.join(base.data)}; "
+        f"Ablation: {_budget(base)} each on {', '.join(base.data)}; "
         f"base = {base.arch} (pretrained {base.pretrained}), augment {base.augment}, head {base.head_norm}, "
         f"squeeze {base.squeeze_channels}, pool {base.pool}, {base.margin} s={base.margin_s} m={base.margin_m}, "
         f"sample rate {base.sample_rate}, teacher {base.teacher}",
