@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
@@ -151,6 +152,17 @@ def test_a_docemb_teacher_gives_fixed_centres_its_template_embeddings(tiny_confi
     before = run.pfc.weight.clone()
     loop.train_one_epoch(run, 1)
     assert torch.equal(run.pfc.weight, before)
+
+
+def test_centre_cap_spreads_the_fixed_centres_before_training(tiny_config, tmp_path, monkeypatch):
+    config = dataclasses.replace(tiny_config(tmp_path / "run", epochs=1), num_variants=1, sample_rate=1.0)
+    config.teacher, config.teacher_loss, config.centre_cap = "docemb", "centres", 0.8
+    centres = F.normalize(torch.randn(8, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    centres[1] = F.normalize(centres[0] + 0.2 * centres[1], dim=0)  # a near twin of class 0
+    monkeypatch.setattr(loop, "_teacher_targets", lambda *args: centres.clone())
+    fixed = build_run(config).pfc.weight
+    assert (centres[0] @ centres[1]).item() > 0.95 > 0.8 + 1e-3 >= (fixed[0] @ fixed[1]).item()
+    assert torch.allclose(fixed[2:], centres[2:], atol=1e-3)  # the others are not near anyone
 
 
 @pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")), ids=lambda p: p.name)

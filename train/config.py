@@ -16,6 +16,7 @@ from docemb.model import ModelConfig
 from docemb.options import add_dataclass_arguments, resolved_values
 from docemb.preprocess import TemplateView
 from docemb.train.sources import SourceSpec
+from docemb.train.spread import DUPLICATE
 
 
 def parse_views(texts: list[str]) -> tuple[TemplateView, ...]:
@@ -78,6 +79,7 @@ class TrainConfig:
     # loss's class centres, fixed (a docemb teacher of the same embedding size)
     teacher_loss: str = "kl"
     teacher_cache: str | None = None  # feature cache folder (default: .teacher_cache beside the run)
+    centre_cap: float | None = None  # with centres: closer pairs are pushed apart to this cosine (train/spread.py)
     # optimisation
     epochs: int = 3
     steps_per_epoch: int | None = None  # None: as many as the sources' weights draw; set, it fixes an ablation's budget
@@ -137,6 +139,8 @@ class TrainConfig:
             raise DocembError(
                 "teacher_loss centres takes a docemb checkpoint as teacher: --teacher docemb --teacher-weights FILE"
             )
+        if self.centre_cap is not None and (self.teacher_loss != "centres" or not 0 < self.centre_cap < DUPLICATE):
+            raise DocembError(f"centre_cap takes teacher_loss centres and a cosine in (0, {DUPLICATE}), got {self.centre_cap}")
         if self.teacher is not None and self.teacher_temperature <= 0:
             raise DocembError("teacher_temperature must be > 0")
         if self.epochs < 1 or self.batch_size < 2:

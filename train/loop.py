@@ -50,6 +50,7 @@ from docemb.train.distributed import Runtime, barrier, main_rank_first, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
 from docemb.train.sources import Source, SourceSpec, TemplatePool, load_source
+from docemb.train.spread import spread_centres
 from docemb.train.state import Run, TrainingState
 from docemb.train.teacher import DistillationLoss, build_teacher, teacher_features
 
@@ -276,6 +277,10 @@ def _heads(
         return pfc, None, None
     targets = _teacher_targets(config, pool, folder, is_main)
     if config.teacher_loss == "centres":
+        if config.centre_cap is not None:
+            targets, spread = spread_centres(targets, config.centre_cap)
+            if is_main:
+                print(f"centres: {spread.pairs} pairs above cosine {config.centre_cap} pushed apart, {spread.left} left above it")
         try:
             pfc.fix_centres(targets)
         except ValueError as exc:

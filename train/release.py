@@ -164,10 +164,16 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="the model file to release (default: the run's model.safetensors)")
     parser.add_argument("--recipe", default=RECIPE, help="the command that made the run, for the card")
     parser.add_argument(
-        "--storage", choices=sorted(STORAGE), default="float16", help="dtype of kernels and matrices in the file (vectors: float32)"
+        "--storage",
+        choices=sorted(STORAGE),
+        default="float16",
+        help="dtype of kernels and matrices in the file (vectors: float32)",
     )
     parser.add_argument(
-        "--eval-data", nargs="+", metavar="FOLDER", help="measure the held-out figures and thresholds first (a run trained without them)"
+        "--eval-data",
+        nargs="+",
+        metavar="FOLDER",
+        help="measure the held-out figures and thresholds first (a run trained without them)",
     )
     args = parser.parse_args()
     try:
