@@ -1,8 +1,8 @@
 """Pull near-twin fixed centres apart before training on them (`centre_cap`).
 
 Fixed centres (`teacher_loss: centres`) are a trained model's template embeddings, so they keep
-its confusions: two font samples of one text sit at cosine 0.96, and captures learn to land
-there, between both. Spreading such pairs down to a cap asks the student to tell them apart.
+its confusions: two font samples of one text sit almost on one point, and captures learn to
+land there, between both. Spreading such pairs down to a cap asks the student to tell them apart.
 Pairs above `DUPLICATE` are left together: they are the same page (re-renders, blank pages),
 and pulling them apart would ask for a difference that is not there.
 """
@@ -57,7 +57,7 @@ def spread_centres(
             break
         for _ in range(steps):
             excess = ((x[first] * x[second]).sum(1) - cap).clamp(min=0)
-            push, count = torch.zeros_like(x), torch.zeros(len(x))
+            push, count = torch.zeros_like(x), torch.zeros(len(x), device=x.device)
             push.index_add_(0, first, excess[:, None] * x[second]).index_add_(0, second, excess[:, None] * x[first])
             count.index_add_(0, first, (excess > 0).float()).index_add_(0, second, (excess > 0).float())
             x = l2_normalize(x - lr * push / count.clamp(min=1)[:, None])
