@@ -139,8 +139,12 @@ class TrainConfig:
             raise DocembError(
                 "teacher_loss centres takes a docemb checkpoint as teacher: --teacher docemb --teacher-weights FILE"
             )
-        if self.centre_cap is not None and (self.teacher_loss != "centres" or not 0 < self.centre_cap < DUPLICATE):
-            raise DocembError(f"centre_cap takes teacher_loss centres and a cosine in (0, {DUPLICATE}), got {self.centre_cap}")
+        if self.centre_cap is not None and (
+            self.teacher_loss != "centres" or self.num_variants != 1 or not 0 < self.centre_cap < DUPLICATE
+        ):  # with variants the pairwise search grows with the square of 24x the classes
+            raise DocembError(
+                f"centre_cap takes teacher_loss centres, num_variants 1 and a cosine in (0, {DUPLICATE}), got {self.centre_cap}"
+            )
         if self.teacher is not None and self.teacher_temperature <= 0:
             raise DocembError("teacher_temperature must be > 0")
         if self.epochs < 1 or self.batch_size < 2:

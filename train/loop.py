@@ -280,7 +280,10 @@ def _heads(
         if config.centre_cap is not None:
             targets, spread = spread_centres(targets, config.centre_cap)
             if is_main:
-                print(f"centres: {spread.pairs} pairs above cosine {config.centre_cap} pushed apart, {spread.left} left above it")
+                print(
+                    f"centres: {spread.groups} images after joining duplicates; {spread.pairs} pairs above cosine "
+                    f"{config.centre_cap} pushed apart, {spread.left} left above it"
+                )
         try:
             pfc.fix_centres(targets)
         except ValueError as exc:

@@ -20,9 +20,10 @@ DUPLICATE = 0.995  # cosine above which two templates count as one image
 
 @dataclass(frozen=True)
 class Spread:
-    """What `spread_centres` did: pairs found between the cap and `DUPLICATE`, and pairs left
-    above it (chains of duplicates can make a cap unreachable: a ~ b and b ~ c, a and c apart)."""
+    """What `spread_centres` did: groups of duplicates (one image), the pairs of groups found
+    between the cap and `DUPLICATE` at the start, and the pairs still above the cap at the end."""
 
+    groups: int
     pairs: int
     left: int
 
@@ -32,24 +33,44 @@ def near_pairs(centres: torch.Tensor, low: float, high: float, block: int = 2048
     that the full Gram matrix of a large pool is never held."""
     firsts, seconds = [], []
     for start in range(0, len(centres), block):
-        scores = centres[start : start + block] @ centres.T
+        scores = centres[start : start + block] @ centres[start:].T
         rows, cols = torch.nonzero((scores > low) & (scores < high), as_tuple=True)
-        rows = rows + start
         keep = rows < cols
-        firsts.append(rows[keep])
-        seconds.append(cols[keep])
+        firsts.append(rows[keep] + start)
+        seconds.append(cols[keep] + start)
     return torch.cat(firsts), torch.cat(seconds)
 
 
-def spread_centres(
-    centres: torch.Tensor, cap: float, rounds: int = 5, steps: int = 40, lr: float = 0.5
-) -> tuple[torch.Tensor, Spread]:
-    """Unit centres with every pair between `cap` and `DUPLICATE` pushed down to about `cap`:
-    projected gradient descent on the squared excess of those pairs' cosines over the cap. Each
-    row's push is averaged over its pairs, so a centre among many look-alikes moves no faster
-    than one with a single twin. Pairs are found again each round, since a pushed centre can
-    come near another; duplicates share their neighbours and move together."""
+def duplicate_groups(centres: torch.Tensor) -> torch.Tensor:
+    """Each unit row's group, 0..G-1: rows joined by chains of cosines above `DUPLICATE`
+    (label propagation to the smallest index, with pointer jumping)."""
+    first, second = near_pairs(centres, DUPLICATE, 2.0)
+    group = torch.arange(len(centres), device=centres.device)
+    while True:
+        low = torch.minimum(group[first], group[second])
+        joined = group.scatter_reduce(0, first, low, "amin").scatter_reduce(0, second, low, "amin")
+        joined = joined[joined]
+        if torch.equal(joined, group):
+            return torch.unique(group, return_inverse=True)[1]
+        group = joined
+
+
+def spread_centres(centres: torch.Tensor, cap: float) -> tuple[torch.Tensor, Spread]:
+    """Unit centres with every pair of look-alikes, between `cap` and `DUPLICATE`, pushed down
+    to about `cap`. Duplicates are grouped first and move as one: their mean is pushed, and
+    every member shifts with it, so that one image never becomes two."""
     x = l2_normalize(centres.float())
+    group = duplicate_groups(x)
+    means = l2_normalize(x.new_zeros(int(group.max()) + 1, x.shape[1]).index_add_(0, group, x))
+    spread, pairs, left = _push_apart(means, cap)
+    return l2_normalize(x + (spread - means)[group]), Spread(len(means), pairs, left)
+
+
+def _push_apart(x: torch.Tensor, cap: float, rounds: int = 5, steps: int = 40, lr: float = 0.25) -> tuple[torch.Tensor, int, int]:
+    """Projected gradient descent on the squared excess over `cap` of the pairs' cosines; each
+    row's push is averaged over its pairs, so that a row among many look-alikes moves no faster
+    than one with a single twin. Pairs are found again each round, since a pushed row can come
+    near another. The rows, and the pairs found at the start and left at the end."""
     first, second = near_pairs(x, cap, DUPLICATE)
     found = len(first)
     for _ in range(rounds):
@@ -57,9 +78,9 @@ def spread_centres(
             break
         for _ in range(steps):
             excess = ((x[first] * x[second]).sum(1) - cap).clamp(min=0)
-            push, count = torch.zeros_like(x), torch.zeros(len(x), device=x.device)
+            push, count = torch.zeros_like(x), x.new_zeros(len(x))
             push.index_add_(0, first, excess[:, None] * x[second]).index_add_(0, second, excess[:, None] * x[first])
             count.index_add_(0, first, (excess > 0).float()).index_add_(0, second, (excess > 0).float())
             x = l2_normalize(x - lr * push / count.clamp(min=1)[:, None])
         first, second = near_pairs(x, cap + 1e-3, DUPLICATE)
-    return x, Spread(found, len(first))
+    return x, found, len(first)
