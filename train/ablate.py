@@ -109,14 +109,18 @@ def run(args: argparse.Namespace) -> None:
             train(config, resume=(Path(config.out) / "checkpoints").exists())
         report = json.loads(report_path.read_text())
         rows.append({"variant": name, **model_cost(config), "images_per_s": report["images_per_s"], **report["trained"]})
+        write_results(root, rows, base)  # after every variant: a long ablation shows its table as it goes
+    print("\n" + format_table(rows, base))
+    print(f"\n(saved {root / 'ablation.md'}, ablation.json and ablation.png)")
+
+
+def write_results(root: Path, rows: list[dict], base: TrainConfig) -> None:
+    """The table, its JSON and its plot for the variants finished so far."""
     write_json(root / "ablation.json", {"base": dataclasses.asdict(base), "rows": rows})
-    table = format_table(rows, base)
-    write_text(root / "ablation.md", table + "\n")
-    print("\n" + table)
+    write_text(root / "ablation.md", format_table(rows, base) + "\n")
     metric_keys = _metric_keys(rows)
     values = {row["variant"]: {k: row[k] for k in metric_keys if k in row} for row in rows}
     plots.ablation_bars(values, root / "ablation.png", title=f"ablation: {_budget(base)} per variant, one seed (base grey)")
-    print(f"\n(saved {root / 'ablation.md'}, ablation.json and ablation.png)")
 
 
 def _metric_keys(rows: list[dict]) -> list[str]:
