@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from docemb.dedup_cli import duplicate_groups as linked_groups
 from docemb.model import l2_normalize
 
 DUPLICATE = 0.995  # cosine above which two templates count as one image
@@ -42,17 +44,14 @@ def near_pairs(centres: torch.Tensor, low: float, high: float, block: int = 2048
 
 
 def duplicate_groups(centres: torch.Tensor) -> torch.Tensor:
-    """Each unit row's group, 0..G-1: rows joined by chains of cosines above `DUPLICATE`
-    (label propagation to the smallest index, with pointer jumping)."""
+    """Each unit row's group, 0..G-1: rows joined by chains of cosines above `DUPLICATE`, as
+    `docemb dedup` joins a collection's near-copies."""
     first, second = near_pairs(centres, DUPLICATE, 2.0)
+    links = np.ones((len(first), 1)), second[:, None].cpu().numpy(), first.cpu().numpy()
     group = torch.arange(len(centres), device=centres.device)
-    while True:
-        low = torch.minimum(group[first], group[second])
-        joined = group.scatter_reduce(0, first, low, "amin").scatter_reduce(0, second, low, "amin")
-        joined = joined[joined]
-        if torch.equal(joined, group):
-            return torch.unique(group, return_inverse=True)[1]
-        group = joined
+    for members in linked_groups(*links, threshold=0.0):
+        group[members] = members[0]
+    return torch.unique(group, return_inverse=True)[1]
 
 
 def spread_centres(centres: torch.Tensor, cap: float) -> tuple[torch.Tensor, Spread]:
