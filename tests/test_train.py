@@ -165,6 +165,15 @@ def test_centre_cap_spreads_the_fixed_centres_before_training(tiny_config, tmp_p
     assert torch.allclose(fixed[2:], centres[2:], atol=1e-3)  # the others are not near anyone
 
 
+def test_centres_of_the_wrong_width_fail_before_the_spread(tiny_config, tmp_path, monkeypatch):
+    config = dataclasses.replace(tiny_config(tmp_path / "run", epochs=1), num_variants=1, sample_rate=1.0)
+    config.teacher, config.teacher_loss, config.centre_cap = "docemb", "centres", 0.8
+    monkeypatch.setattr(loop, "_teacher_targets", lambda *args: torch.zeros(8, 16))
+    monkeypatch.setattr(loop, "spread_centres", lambda *args: pytest.fail("spread before the shape check"))
+    with pytest.raises(DocembError, match="cannot be the centres.*8 x 32, got \\(8, 16\\)"):
+        build_run(config)
+
+
 @pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_a_valid_config(recipe):
     TrainConfig(**yaml.safe_load(recipe.read_text())).validate()  # unknown fields raise TypeError

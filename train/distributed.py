@@ -63,6 +63,16 @@ def main_rank_first(work: Callable[[], T], is_main: bool) -> T:
     return result
 
 
+def computed_on_main(work: Callable[[], T], is_main: bool) -> T:
+    """Run `work` on rank 0 only and hand its result to every rank: for slow work whose result
+    every rank needs and no file holds."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return work()
+    box = [work() if is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

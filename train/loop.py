@@ -46,7 +46,7 @@ from docemb.options import to_yaml
 from docemb.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from docemb.train.config import TrainConfig
 from docemb.train.data import ClassBatchSampler, ExpandedTemplates
-from docemb.train.distributed import Runtime, barrier, main_rank_first, setup
+from docemb.train.distributed import Runtime, barrier, computed_on_main, main_rank_first, setup
 from docemb.train.margins import build_margin
 from docemb.train.partial_fc import PartialFC
 from docemb.train.sources import Source, SourceSpec, TemplatePool, load_source
@@ -277,20 +277,27 @@ def _heads(
         return pfc, None, None
     targets = _teacher_targets(config, pool, folder, is_main)
     if config.teacher_loss == "centres":
-        if config.centre_cap is not None:
-            targets, spread = spread_centres(targets, config.centre_cap)
-            if is_main:
-                print(
-                    f"centres: {spread.groups} images after joining duplicates; {spread.pairs} pairs above cosine "
-                    f"{config.centre_cap} pushed apart, {spread.left} left above it"
-                )
         try:
-            pfc.fix_centres(targets)
+            pfc.check_centres(targets)
         except ValueError as exc:
             raise DocembError(f"{config.teacher_weights}: its features cannot be the centres ({exc})") from None
+        if config.centre_cap is not None:
+            targets = _spread(targets, config.centre_cap, is_main)
+        pfc.fix_centres(targets)
         return pfc, None, None
     distill = DistillationLoss(dim, targets.shape[1], config.teacher_temperature, config.teacher_weight)
     return pfc, distill, targets
+
+
+def _spread(centres: torch.Tensor, cap: float, is_main: bool) -> torch.Tensor:
+    """`spread_centres` on rank 0, its result sent to every rank (a minute of work on a large pool)."""
+    centres, spread = computed_on_main(lambda: spread_centres(centres, cap), is_main)
+    if is_main:
+        print(
+            f"centres: {spread.groups} images after joining duplicates; {spread.pairs} pairs above cosine "
+            f"{cap} pushed apart, {spread.left} left above it"
+        )
+    return centres
 
 
 def _optimizer(
