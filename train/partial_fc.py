@@ -123,12 +123,12 @@ class PartialFC(nn.Module):
         self.register_buffer("imprinted", torch.zeros(self.num_local, dtype=torch.bool))
         self.fixed = False  # centres set by fix_centres: neither imprinted nor stepped
 
-    @torch.no_grad()
     def check_centres(self, centres: torch.Tensor) -> None:
         """Raise ValueError unless `centres` holds one row of this head's width per class."""
         if centres.shape != (self.num_classes, self.weight.shape[1]):
             raise ValueError(f"centres must be {self.num_classes} x {self.weight.shape[1]}, got {tuple(centres.shape)}")
 
+    @torch.no_grad()
     def fix_centres(self, centres: torch.Tensor) -> None:
         """Hold every class's centre at a row of `centres` (all classes, this rank's shard taken)
         for the whole run: a trained model's template embeddings, so that captures learn to land
