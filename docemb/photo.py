@@ -61,19 +61,28 @@ def distort(image: np.ndarray, pipeline: A.Compose) -> np.ndarray:
     return pipeline(image=image)["image"]
 
 
-def capture_augmentation(seed: int | None = None) -> A.Compose:
+def capture_augmentation(seed: int | None = None, heavy: bool = False) -> A.Compose:
     """Training augmentation for phone captures, after `loose_capture` has put the document on
     a background: rotation up to about 10 degrees, occluders, sun-flare glare, colour casts,
     uneven light, defocus or shake, sensor noise and JPEG. The evaluation's captures
     (`docemb.capture`) are made by other code with other parameters, so they measure
-    generalisation, not this pipeline."""
+    generalisation, not this pipeline.
+
+    `heavy` (augment "capture-heavy") draws occluders and glare more often and adds pen-like
+    bars and per-channel white-balance gains: the effects hard captures lose most to."""
+    more = 1.7 if heavy else 1.0
     return A.Compose(
         [
+            *(_pens_and_gains() if heavy else []),
             A.Affine(rotate=(-11, 11), shear=(-3, 3), border_mode=cv2.BORDER_REFLECT_101, p=0.7),
             A.CoarseDropout(
-                num_holes_range=(1, 3), hole_height_range=(0.08, 0.3), hole_width_range=(0.05, 0.2), fill="random_uniform", p=0.35
+                num_holes_range=(1, 3),
+                hole_height_range=(0.08, 0.3),
+                hole_width_range=(0.05, 0.2),
+                fill="random_uniform",
+                p=0.35 * more,
             ),
-            A.RandomSunFlare(flare_roi=(0, 0, 1, 1), src_radius=60, num_flare_circles_range=(1, 4), p=0.2),
+            A.RandomSunFlare(flare_roi=(0, 0, 1, 1), src_radius=60, num_flare_circles_range=(1, 4), p=0.2 * more),
             A.Illumination(intensity_range=(0.05, 0.2), p=0.4),
             A.OneOf([A.PlanckianJitter(), A.RGBShift(r_shift_limit=25, g_shift_limit=25, b_shift_limit=25)], p=0.5),
             A.RandomBrightnessContrast(brightness_limit=(-0.45, 0.2), contrast_limit=0.3, p=0.7),
@@ -91,6 +100,25 @@ def capture_augmentation(seed: int | None = None) -> A.Compose:
         ],
         seed=seed,
     )
+
+
+def _pens_and_gains() -> list[A.BasicTransform]:
+    """A pen or pencil across the page (a long thin bar, turned with the page by the affine
+    that follows), a hard specular highlight and a white balance off by a gain per channel."""
+    bar = dict(num_holes_range=(1, 2), fill="random_uniform")
+    return [
+        A.OneOf(
+            [
+                A.CoarseDropout(hole_height_range=(0.015, 0.045), hole_width_range=(0.3, 0.8), **bar),
+                A.CoarseDropout(hole_height_range=(0.3, 0.8), hole_width_range=(0.015, 0.045), **bar),
+            ],
+            p=0.3,
+        ),
+        A.RandomSunFlare(
+            flare_roi=(0.1, 0.1, 0.9, 0.9), src_radius=90, num_flare_circles_range=(1, 2), method="physics_based", p=0.3
+        ),
+        A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=True, p=0.4),
+    ]
 
 
 def loose_capture(image: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -116,13 +116,14 @@ def test_ranks_split_each_global_batch_without_overlap():
         assert a + b == single[2 * step] + single[2 * step + 1]
 
 
-def test_capture_augmentation_puts_a_background_at_the_edges(synth_train):
+@pytest.mark.parametrize("augment", ["capture", "capture-heavy"])
+def test_capture_augmentation_puts_a_background_at_the_edges(synth_train, augment):
     from docemb.imageio import list_images, load_images
 
     images, _ = load_images(list_images(synth_train), max_side=96)
     prep = Preprocessing(size=64)
     clean = ExpandedTemplates(images, prep, augment="none", work_size=72)
-    captured = ExpandedTemplates(images, prep, augment="capture", work_size=72)
+    captured = ExpandedTemplates(images, prep, augment=augment, work_size=72)
     assert torch.equal(captured[(24, 5)][0], captured[(24, 5)][0])  # seeded
     edges = [(captured[(24, s)][0] - clean[(24, s)][0])[..., :, :2].abs().mean() for s in range(8)]
     assert float(np.median(edges)) > 0.3  # about a third of a standard deviation: not the page's own border

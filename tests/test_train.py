@@ -359,6 +359,14 @@ def test_ablation_variants_drop_data_sources_by_name_and_refuse_what_names_none(
             variant_changes(name, base)
 
 
+def test_config_names_the_augmentations_it_accepts():
+    from docemb.train.config import TrainConfig
+
+    TrainConfig(data=["synth:10"], augment="capture-heavy").validate()
+    with pytest.raises(DocembError, match="augment must be one of capture, capture-heavy, photo, none, got 'heavy'"):
+        TrainConfig(data=["synth:10"], augment="heavy").validate()
+
+
 def test_a_run_trained_without_held_out_sets_is_measured_before_release(tiny_config, synth_eval, tmp_path):
     from docemb.model import load_model, read_model_metadata
     from docemb.train.release import measure_held_out, release

@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict] = {
     "pretrained=none": {"pretrained": None},
     "lr=0.001": {"lr": 0.001},  # a fine-tuning rate: does a pretrained start keep more of its lead?
     "augment=photo": {"augment": "photo"},
+    "augment=capture-heavy": {"augment": "capture-heavy"},
     # the narrower widths start from evenly spaced channels of the base's pretrained lcnet_100
     # (weight selection, docemb/model.py), or from random weights in the -random variants
     "lcnet_050": {"arch": "lcnet_050"},

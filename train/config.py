@@ -18,6 +18,8 @@ from docemb.preprocess import TemplateView
 from docemb.train.sources import SourceSpec
 from docemb.train.spread import DUPLICATE
 
+AUGMENTATIONS = ("capture", "capture-heavy", "photo", "none")
+
 
 def parse_views(texts: list[str]) -> tuple[TemplateView, ...]:
     """FRAME:DEGREES texts ("0.05:-6") as template views."""
@@ -46,7 +48,7 @@ class TrainConfig:
     max_side: int = 256  # templates are decoded at this long side
     work_size: int = 160  # variants are distorted at this size, then resized to input_size
     num_variants: int = 24  # 24 = 8 rotations/flips x {whole, top, bottom}; 1 = no expansion
-    augment: str = "capture"  # capture (loose crop on a background + capture effects) | photo (milder) | none
+    augment: str = "capture"  # capture (loose crop on a background + capture effects) | capture-heavy | photo (milder) | none
     clean_share: float = 0.0  # share of views shown unaugmented, as a registered template looks
     template_frame: float = 0.0  # grey frame around templates as registered (clean views, held-out sets, the contract)
     # FRAME:DEGREES views templates are registered as (held-out sets, the contract)
@@ -119,8 +121,8 @@ class TrainConfig:
             raise DocembError("no training data: give --data FOLDER (for example the output of `docemb synth`)")
         for text in self.data:
             SourceSpec.parse(text)
-        if self.augment not in ("capture", "photo", "none"):
-            raise DocembError(f"augment must be capture, photo or none, got {self.augment!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise DocembError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         try:
             check_clean_share(self.clean_share)
         except ValueError as exc:

@@ -10,10 +10,8 @@ from torch.utils.data import Dataset, Sampler
 
 from docemb.photo import capture_augmentation, distort, loose_capture, photo_distortion
 from docemb.preprocess import Preprocessing, TemplateView
-from docemb.train.config import check_clean_share
+from docemb.train.config import AUGMENTATIONS, check_clean_share
 from docemb.train.expansion import variant_image
-
-AUGMENTATIONS = ("capture", "photo", "none")
 
 
 class ExpandedTemplates(Dataset):
@@ -23,7 +21,8 @@ class ExpandedTemplates(Dataset):
     model's input, so distortion acts on more pixels than the model sees), distorted, then
     preprocessed exactly as at inference. `augment="capture"` first puts the variant on another
     image of the pool as a loose crop would (background at the edges), then applies the capture
-    pipeline; `"photo"` is the older, milder photo pipeline; `"none"` trains on clean variants.
+    pipeline (`"capture-heavy"`: more occluders, glare and colour casts); `"photo"` is the older,
+    milder photo pipeline; `"none"` trains on clean variants.
 
     `clean_share` of the seeded draws skip the augmentation and show the variant as registered:
     as one of the preprocessing's template views, drawn at random (framed, turned and resized as
@@ -53,7 +52,11 @@ class ExpandedTemplates(Dataset):
         self.work = Preprocessing(size=work_size)
         self.augment = augment
         self.clean_share = clean_share
-        pipelines = {"capture": capture_augmentation, "photo": lambda seed: photo_distortion("medium", seed=seed)}
+        pipelines = {
+            "capture": capture_augmentation,
+            "capture-heavy": lambda seed: capture_augmentation(seed, heavy=True),
+            "photo": lambda seed: photo_distortion("medium", seed=seed),
+        }
         self.pipeline = pipelines[augment](seed) if augment != "none" else None
 
     @property
@@ -77,7 +80,7 @@ class ExpandedTemplates(Dataset):
         image = self.work.resize(variant)
         if seed is not None:
             self.pipeline.set_random_seed(seed)
-        if self.augment == "capture":
+        if self.augment.startswith("capture"):
             rng = np.random.default_rng(seed)
             background = self.images[int(rng.integers(len(self.images)))]
             image = loose_capture(image, background, rng)
