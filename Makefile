@@ -34,8 +34,9 @@ TRAINED := $(OUT)/train/model.safetensors
 # The shipped weights (v4 from `make pretrain`, trained on by configs/pretrain-gpu.sh to v6, whose
 # templates v7 frames and v8 registers as nine views; v9 is v8 fine-tuned on its own templates as fixed
 # centres, configs/finetune-centres.yaml, v10 and v11 the same again from v9 and v10, v12 from v11 with
-# near-twin centres pushed apart, --centre-cap 0.93): export-int8 starts from them unless CKPT or FROM_SCRATCH=1.
-WEIGHTS ?= weights/docemb-lcnet_100-v12.safetensors
+# near-twin centres pushed apart, --centre-cap 0.93, v13 from v12 with --augment capture-heavy):
+# export-int8 starts from them unless CKPT or FROM_SCRATCH=1.
+WEIGHTS ?= weights/docemb-lcnet_100-v13.safetensors
 FROM_SCRATCH ?=
 MODEL_CKPT := $(if $(CKPT),$(CKPT),$(if $(FROM_SCRATCH),$(TRAINED),$(if $(wildcard $(WEIGHTS)),$(WEIGHTS),$(TRAINED))))
 # Calibration images: the training documents, and the real training pool when there is one.
