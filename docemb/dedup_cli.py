@@ -38,6 +38,14 @@ def duplicate_groups(scores: np.ndarray, rows: np.ndarray, query_rows: np.ndarra
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
 
 
+def as_cosines(scores: np.ndarray, rows: np.ndarray, live: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Dot products of stored rows as cosines. Storage rounding moves a row's norm off 1, so an
+    exact copy can score under 1 against its original: under a strict threshold for some rows."""
+    norms = np.linalg.norm(vectors, axis=1)
+    found = np.minimum(np.searchsorted(live, rows), len(live) - 1)  # past the live rows a score is -inf anyway
+    return scores / np.maximum(norms[:, None] * norms[found], 1e-12)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, type=Path)
     parser.add_argument(
@@ -59,6 +67,7 @@ def run(args: argparse.Namespace) -> None:
         return live_vectors[np.searchsorted(live, group)]
 
     scores, rows = index.search(live_vectors, args.neighbours + 1)
+    scores = as_cosines(scores, rows, live, live_vectors)
     groups = duplicate_groups(scores, rows, live, args.threshold)
     records = []
     for number, group in enumerate(groups):

@@ -147,6 +147,21 @@ def test_near_duplicate_links_chain_into_groups():
     assert duplicate_groups(scores, rows, query_rows, 0.99) == []
 
 
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_an_exact_copy_scores_one_as_stored_whatever_the_storage(storage):
+    from docemb.dedup_cli import as_cosines
+    from docemb.index import decode, encode
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(500, 64)) * rng.uniform(0.01, 3, size=64)  # uneven components, as a small model's
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    stored = decode(*encode(rows, storage))
+    live = np.arange(len(rows))
+    self_scores = (stored * stored).sum(axis=1, keepdims=True)
+    assert self_scores.min() < 0.9999  # rounding alone puts some copies under a strict threshold
+    assert np.allclose(as_cosines(self_scores, live[:, None], live, stored), 1, atol=1e-6)
+
+
 def test_dedup_finds_copies_in_an_index(collection, checkpoint, tmp_path, capsys):
     from docemb.cli import main
 

@@ -40,17 +40,19 @@ def unit(trained_model, synth_train, tmp_path_factory):
 
 
 def test_the_onnx_file_computes_the_fake_quantized_graph(trained_model, unit):
-    """Up to onnxruntime's integer arithmetic the file is the torch graph: much closer to it
-    than int8 is to float."""
+    """Run op by op (no integer kernels) the file is the torch graph: much closer to it than
+    int8 is to float. onnxruntime's fused integer kernels differ by CPU (without VNNI its
+    uint8 x int8 sums can saturate; its docs suggest 7-bit weights there): on an AVX2-only AMD
+    EPYC this test model's fused file drifted from the graph further than int8 from float."""
     calibration, probe, plan, path = unit
     graph, _ = int8_graph(trained_model, calibration, "NCHW", 0, plan, split_hardswish=False)
     with torch.no_grad():
         fake_quantized = graph(torch.from_numpy(probe)).numpy()
         reference = trained_model.eval()(torch.from_numpy(probe)).numpy()
-    exported = onnx_embedder(path)(probe)
+    exported = _run_unoptimized(onnx.load(str(path)), probe)
     int8_error = 1 - cosine_drift(reference, fake_quantized)["cos_mean"]
     assert 1 - cosine_drift(fake_quantized, exported)["cos_mean"] < 0.5 * int8_error
-    assert onnx_embedder(path)(probe[:3]).shape == (3, fake_quantized.shape[1])  # batch stays free
+    assert onnx_embedder(path)(probe[:3]).shape == (3, fake_quantized.shape[1])  # fused too; batch stays free
 
 
 @pytest.fixture()
