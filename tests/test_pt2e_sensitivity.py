@@ -38,38 +38,41 @@ def test_every_activation_quantizer_belongs_to_one_layer_of_the_model(trained_mo
     assert max(len(q) for q in layers.values()) == 3
 
 
-def test_the_layer_an_outlier_channel_makes_costly_is_one_that_carries_it(trained_model, synth_train):
-    """One channel of a pointwise conv made 200x larger (and the model with it, so float is the
-    reference) stretches the per-tensor int8 range of every tensor that carries it: that layer's
-    output, and the next block's depthwise conv (channel by channel) and pointwise conv (which
-    mixes it into all its outputs); the rounding of the conv's own input is amplified with it.
-    The layer whose cost rises the most is one of them. (Which layer costs most outright depends
-    on the trained model, which differs from CPU to CPU: compare with the model as trained.)"""
+def test_the_layer_an_outlier_channel_makes_costly_is_the_one_that_carries_it(trained_model, synth_train):
+    """One channel of the first squeeze-excite's reduced vector made 1000x its peak (and cut from
+    the expand conv, so no later tensor carries it) stretches that one per-tensor int8 range until
+    the other channels round to zero. Only that layer's quantizer carries the outlier, so turning
+    it off alone gives back what the perturbation cost, and the report names it first. (An outlier
+    in the main path is carried by several tensors in a row: turning off any one of them gives
+    back little, and which then ranks first depends on the CPU that trained the model.)"""
     preprocessing = trained_model.preprocessing
     calibration = calibration_inputs([synth_train], preprocessing, 8, offset=0)
     validation = calibration_inputs([synth_train], preprocessing, 8, offset=1, seed=1)
-    _, before = layer_costs(trained_model, calibration, validation, "NHWC", float_front_stride=8)
-    model = copy.deepcopy(trained_model)
-    norm = model.get_submodule("backbone.blocks.3.0.bn2")
+    before, _ = layer_costs(trained_model, calibration, validation, "NHWC", float_front_stride=8)
+    se = "backbone.blocks.5.0.se"
+    reduced = []
+    hook = trained_model.get_submodule(f"{se}.act1").register_forward_hook(lambda m, i, o: reduced.append(o.clone()))
     with torch.no_grad():
-        norm.weight[0] *= 200
-        norm.bias[0] *= 200
+        trained_model.eval()(torch.from_numpy(calibration))
+    hook.remove()
+    model = copy.deepcopy(trained_model)
+    with torch.no_grad():
+        model.get_submodule(f"{se}.conv_reduce").bias[0] += 1000 * float(reduced[0].max())
+        model.get_submodule(f"{se}.conv_expand").weight[:, 0] = 0
     all_int8, costs = layer_costs(model, calibration, validation, "NHWC", float_front_stride=8)
-    gain_before = {c.layer: c.gain_mean for c in before}
-    rise = max(costs, key=lambda c: c.gain_mean - gain_before[c.layer])
-    carriers = {f"backbone.blocks.3.0.{name}" for name in ("bn1.act", "conv_pw", "bn2.act")}
-    carriers |= {f"backbone.blocks.3.1.{name}" for name in ("conv_dw", "bn1.act", "conv_pw", "bn2.act")}
-    assert rise.layer in carriers
-    assert rise.gain_min > 0 and rise.drift["cos_min"] > all_int8["cos_min"]
+    assert all_int8["cos_min"] < before["cos_min"]  # the stretched range costs accuracy
+    assert costs[0].layer == f"{se}.act1"
+    assert costs[0].drift["cos_min"] >= before["cos_min"] - 1e-3  # turning it off gives the cost back
     assert not any(c.layer.startswith(("backbone.blocks.0.", "backbone.conv_stem")) for c in costs)  # the float front
 
 
 @pytest.mark.slow  # converts the graph per layer
 def test_the_graph_measured_is_the_tflite_file_up_to_integer_arithmetic(trained_model, synth_train, tmp_path):
-    """Costs are measured in the fake-quantized graph, so it must compute what the post-training
-    .tflite computes: closer to the file than to float. (How much closer depends on the CPU that
-    trained the test model and runs XNNPACK: file to graph 0.2x the file's own int8 error on an
-    Intel Xeon, 1.4x on an AMD EPYC, where the graph drifts from float twice as far as the file.)"""
+    """Costs are measured in the fake-quantized graph, so it must compute the int8 model the
+    post-training .tflite is: no further from the file than twice the file's own int8 error (a
+    wrong layout or a misplaced quantizer puts it far further). How close depends on the CPU that
+    trained the test model and runs XNNPACK: file to graph 0.2x the file's int8 error on an Intel
+    Xeon with AVX-512, 1.4x on an AVX2-only AMD EPYC, where integer rounding differs in places."""
     preprocessing = trained_model.preprocessing
     calibration = calibration_inputs([synth_train], preprocessing, 8, offset=0)
     probe = calibration_inputs([synth_train], preprocessing, 8, offset=1, seed=1)
@@ -80,9 +83,9 @@ def test_the_graph_measured_is_the_tflite_file_up_to_integer_arithmetic(trained_
     with torch.no_grad():
         simulated = graph(to_layout(probe, "NHWC")).numpy()
         reference = trained_model.eval()(torch.from_numpy(probe)).numpy()
-    graph_int8_error = 1 - cosine_drift(reference, simulated)["cos_mean"]
+    file_int8_error = 1 - cosine_drift(reference, file_embeddings)["cos_mean"]
     simulation_error = 1 - cosine_drift(file_embeddings, simulated)["cos_mean"]
-    assert simulation_error < graph_int8_error  # integer rounding differs from fake-quantize in places
+    assert simulation_error < 2 * file_int8_error
 
 
 def test_no_diagnosis_asked_measures_nothing_and_clears_an_earlier_report(tmp_path, monkeypatch):
