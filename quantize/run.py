@@ -8,7 +8,7 @@ are saved beside the outputs as YAML, a valid `--config` for the next run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +84,10 @@ class QuantizeOptions:
     dynamic_target: float = field(
         default=0.998, metadata={"help": "ONNX dynamic: layers go int8 largest first while the mean cosine stays at this"}
     )
-    max_float_nodes: int = field(default=4, metadata={"help": "layers static ONNX may keep in float to meet --drift-target"})
+    max_float_nodes: int = field(
+        default=4,
+        metadata={"help": "layers static ONNX may keep in float to meet --drift-target (0: all int8, no float front either)"},
+    )
     diagnose: bool = field(
         default=True,
         metadata={
@@ -222,8 +225,9 @@ def onnx_dynamic(job: Job) -> QuantizedFile:
 
 def onnx_static(job: Job) -> QuantizedFile:
     """onnxruntime static QDQ, the calibration method picked by drift; where the target is
-    missed, a fine-tune first, then, where that is not wanted or not kept, the worst layers kept
-    in float (the search takes minutes and a kept fine-tune would replace its file anyway)."""
+    missed, the PT2E graph with the float front, then a fine-tune, then, where neither replaced
+    onnxruntime's file, its worst layers kept in float (the search takes minutes and either
+    would replace its file anyway)."""
     from docemb.layer_drift import layer_errors
     from docemb.quantize.ort import METHODS, pick_static_method
 
@@ -248,10 +252,12 @@ def onnx_static(job: Job) -> QuantizedFile:
         calibration=Calibration(best, len(job.calibration), list(job.options.calib), results),
         float_nodes=[],
     )
+    if not job.target.met(record.drift) and job.options.max_float_nodes > 0:
+        record = _float_front_onnx(job, path, record)
     if wants_finetune(job, "static", record.drift):
         record = _finetune_onnx(job, path, record)
     mixed = None
-    if record.qat is None or not record.qat.kept:
+    if record.graph == "ort-qdq":  # neither the float front nor a fine-tune replaced onnxruntime's file
         mixed = _mixed_precision(job, path, best, errors, record.drift)
         if mixed is not None:
             record.drift, record.float_nodes = mixed.drift, mixed.float_nodes
@@ -272,6 +278,38 @@ def _mixed_precision(job: Job, path: Path, method: str, errors: list, drift: dic
     print(f"below the drift target (mean {job.target.cos_mean}, min {job.target.cos_min}): trying layers in float")
     args = (job.calibration, job.validation, method, job.target, job.options.max_float_nodes)
     return mixed_precision(job.float_path, path, errors, *args)
+
+
+def _float_front_onnx(job: Job, path: Path, record: QuantizationRecord) -> QuantizationRecord:
+    """The PT2E graph with the float front (as static TFLite has it), at its calibrated ranges,
+    replaces onnxruntime's all-int8 file if it drifts less: where that meets the target, no
+    fine-tune of minutes follows."""
+    from docemb.contract import describe_onnx
+    from docemb.edge_model import front_modules
+    from docemb.quantize.pt2e_onnx import post_training_onnx
+
+    model = load_checkpoint(job, required=False)
+    if model is None:
+        return record
+    stride = float_front_stride(job.options)
+    described = describe_onnx(job.float_path)
+    candidate = path.with_name(f"{path.stem}.front{path.suffix}")
+    post_training_onnx(model, candidate, job.calibration, (described["input"]["name"], described["output"]["name"]), stride)
+    drift = drift_meter(job)("static with a float front", candidate)
+    if (job.target.met(drift), drift["cos_min"]) <= (job.target.met(record.drift), record.drift["cos_min"]):
+        candidate.unlink()
+        return record
+    candidate.replace(path)
+    return QuantizationRecord(
+        "pt2e-qdq",
+        "PT2E static QDQ int8",
+        record.weights,
+        record.activations,
+        drift=drift,
+        drift_target=record.drift_target,
+        calibration=replace(histogram_calibration(job), compared=record.calibration.compared),  # onnxruntime's methods
+        float_front=front_modules(model.backbone, stride, model.config.input_size),
+    )
 
 
 def _finetune_onnx(job: Job, path: Path, record: QuantizationRecord) -> QuantizationRecord:
