@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> None:
     records = []
     for number, group in enumerate(groups):
         vectors = vectors_of(group)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)  # cosines, as the threshold compares
         for row, vector in zip(group, vectors):
             records.append({"group": number, "path": index.path(row), "score_to_first": float(vector @ vectors[0])})
     if args.json:

@@ -173,6 +173,10 @@ def test_dedup_finds_copies_in_an_index(collection, checkpoint, tmp_path, capsys
     records = json.loads(capsys.readouterr().out)
     group_of = {r["path"]: r["group"] for r in records}
     assert group_of[str(copy)] == group_of[str(original)]  # (a tiny model also groups a family's near-identical members)
+    score_of = {r["path"]: r["score_to_first"] for r in records}
+    assert score_of[str(copy)] == pytest.approx(score_of[str(original)], abs=1e-6)
+    firsts = {r["group"]: r["path"] for r in reversed(records)}  # each group's first record
+    assert all(score_of[path] == pytest.approx(1.0, abs=1e-6) for path in firsts.values())  # cosine, not the stored rounding
     assert (tmp_path / "sheet.png").stat().st_size > 0
 
 
