@@ -252,10 +252,13 @@ def onnx_static(job: Job) -> QuantizedFile:
         calibration=Calibration(best, len(job.calibration), list(job.options.calib), results),
         float_nodes=[],
     )
-    if not job.target.met(record.drift) and job.options.max_float_nodes > 0:
-        record = _float_front_onnx(job, path, record)
-    if wants_finetune(job, "static", record.drift):
-        record = _finetune_onnx(job, path, record)
+    front = not job.target.met(record.drift) and job.options.max_float_nodes > 0
+    if front or wants_finetune(job, "static", record.drift):  # both start from the float checkpoint
+        model = load_checkpoint(job, required=job.options.qat == "always" and "static" in job.options.qat_kinds)
+        if model is not None and front:
+            record = _float_front_onnx(job, path, record, model)
+        if model is not None and wants_finetune(job, "static", record.drift):
+            record = _finetune_onnx(job, path, record, model)
     mixed = None
     if record.graph == "ort-qdq":  # neither the float front nor a fine-tune replaced onnxruntime's file
         mixed = _mixed_precision(job, path, best, errors, record.drift)
@@ -280,52 +283,28 @@ def _mixed_precision(job: Job, path: Path, method: str, errors: list, drift: dic
     return mixed_precision(job.float_path, path, errors, *args)
 
 
-def _float_front_onnx(job: Job, path: Path, record: QuantizationRecord) -> QuantizationRecord:
+def _float_front_onnx(job: Job, path: Path, record: QuantizationRecord, model: EmbeddingModel) -> QuantizationRecord:
     """The PT2E graph with the float front (as static TFLite has it), at its calibrated ranges,
     replaces onnxruntime's all-int8 file if it drifts less: where that meets the target, no
     fine-tune of minutes follows."""
-    from docemb.contract import describe_onnx
-    from docemb.edge_model import front_modules
     from docemb.quantize.pt2e_onnx import post_training_onnx
 
-    model = load_checkpoint(job, required=False)
-    if model is None:
-        return record
-    stride = float_front_stride(job.options)
-    described = describe_onnx(job.float_path)
     candidate = path.with_name(f"{path.stem}.front{path.suffix}")
-    post_training_onnx(model, candidate, job.calibration, (described["input"]["name"], described["output"]["name"]), stride)
+    post_training_onnx(model, candidate, job.calibration, _io_names(job), float_front_stride(job.options))
     drift = drift_meter(job)("static with a float front", candidate)
-    if (job.target.met(drift), drift["cos_min"]) <= (job.target.met(record.drift), record.drift["cos_min"]):
+    if not job.target.better(drift, record.drift):
         candidate.unlink()
         return record
     candidate.replace(path)
-    return QuantizationRecord(
-        "pt2e-qdq",
-        "PT2E static QDQ int8",
-        record.weights,
-        record.activations,
-        drift=drift,
-        drift_target=record.drift_target,
-        calibration=replace(histogram_calibration(job), compared=record.calibration.compared),  # onnxruntime's methods
-        float_front=front_modules(model.backbone, stride, model.config.input_size),
-    )
+    return _pt2e_record(job, model, record, "PT2E static QDQ int8", drift, compared=record.calibration.compared)
 
 
-def _finetune_onnx(job: Job, path: Path, record: QuantizationRecord) -> QuantizationRecord:
+def _finetune_onnx(job: Job, path: Path, record: QuantizationRecord, model: EmbeddingModel) -> QuantizationRecord:
     """The fine-tuned PT2E graph written as QDQ (docemb.quantize.pt2e_onnx) replaces
-    onnxruntime's file if it drifts less."""
-    from docemb.contract import describe_onnx
-    from docemb.edge_model import front_modules
+    the file so far (onnxruntime's, or the float front's) if it drifts less."""
     from docemb.quantize.pt2e_onnx import finetuned_onnx
 
-    model = load_checkpoint(job, required=job.options.qat == "always")
-    if model is None:
-        return record
-    stride = float_front_stride(job.options)
-    described = describe_onnx(job.float_path)
-    io_names = (described["input"]["name"], described["output"]["name"])
-    plan = qat_plan(job)
+    io_names, stride, plan = _io_names(job), float_front_stride(job.options), qat_plan(job)
 
     def write_tuned(tuned: Path) -> None:
         finetuned_onnx(model, tuned, job.calibration, plan, io_names, stride)
@@ -333,15 +312,39 @@ def _finetune_onnx(job: Job, path: Path, record: QuantizationRecord) -> Quantiza
     drift, record.qat = finetune("static", path, write_tuned, record.drift, drift_meter(job), job.target, plan)
     if not record.qat.kept:
         return record
-    return QuantizationRecord(  # the fine-tuned file replaced onnxruntime's
+    return _pt2e_record(job, model, record, "PT2E static QDQ int8, quantization-aware fine-tuned", drift, qat=record.qat)
+
+
+def _io_names(job: Job) -> tuple[str, str]:
+    """The float ONNX file's input and output names, which a PT2E file written in its place keeps."""
+    from docemb.contract import describe_onnx
+
+    described = describe_onnx(job.float_path)
+    return described["input"]["name"], described["output"]["name"]
+
+
+def _pt2e_record(
+    job: Job,
+    model: EmbeddingModel,
+    replaced: QuantizationRecord,
+    scheme: str,
+    drift: dict[str, float],
+    qat: FineTune | None = None,
+    compared: dict | None = None,
+) -> QuantizationRecord:
+    """The record of a PT2E QDQ file (float front, histogram ranges) that replaced `replaced`'s."""
+    from docemb.edge_model import front_modules
+
+    stride = float_front_stride(job.options)
+    return QuantizationRecord(
         "pt2e-qdq",
-        "PT2E static QDQ int8, quantization-aware fine-tuned",
-        record.weights,
-        record.activations,
+        scheme,
+        replaced.weights,
+        replaced.activations,
         drift=drift,
-        drift_target=record.drift_target,
-        calibration=histogram_calibration(job),
-        qat=record.qat,
+        drift_target=replaced.drift_target,
+        calibration=replace(histogram_calibration(job), compared=compared),  # compared: onnxruntime's methods
+        qat=qat,
         float_front=front_modules(model.backbone, stride, model.config.input_size),
     )
 
@@ -357,7 +360,7 @@ def load_checkpoint(job: Job, required: bool) -> EmbeddingModel | None:
     message = f"{job.float_path}: the float checkpoint ({checkpoint or 'none named'}) is not there; give --ckpt"
     if required:
         raise DocembError(message)
-    print(f"  static: no fine-tune: {message}")
+    print(f"  static: onnxruntime's file kept, no float front or fine-tune: {message}")
     return None
 
 
@@ -459,7 +462,7 @@ def finetune(
     tuned = path.with_name(f"{path.stem}.qat{path.suffix}")
     write_tuned(tuned)
     drift = measure(f"{kind} fine-tuned", tuned)
-    kept = (target.met(drift), drift["cos_min"]) > (target.met(post_training), post_training["cos_min"])
+    kept = target.better(drift, post_training)
     if kept:
         tuned.replace(path)
     else:

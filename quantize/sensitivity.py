@@ -38,6 +38,11 @@ class DriftTarget:
     def met(self, drift: dict[str, float]) -> bool:
         return drift["cos_mean"] >= self.cos_mean and drift["cos_min"] >= self.cos_min
 
+    def better(self, drift: dict[str, float], than: dict[str, float]) -> bool:
+        """Whether a file drifting `drift` should replace one drifting `than`: the target met
+        where it was not, else a higher minimum cosine."""
+        return (self.met(drift), drift["cos_min"]) > (self.met(than), than["cos_min"])
+
 
 @dataclass
 class MixedPrecision:
