@@ -17,6 +17,13 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 FILE_NAME_ERRORS = "surrogateescape"
 
 
+def _file_mode() -> int:
+    """The mode open() would give a new file: mkstemp's 0600 would keep models from other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
@@ -32,6 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, target)
     except OSError as exc:
         if exc.errno not in NO_SPACE:

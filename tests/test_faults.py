@@ -102,6 +102,17 @@ def test_a_full_disk_during_a_write_keeps_the_previous_file(tmp_path, monkeypatc
     assert report.read_text() == "finished\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+def test_a_written_file_gets_the_mode_a_plain_open_gives_it(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_text(tmp_path / "model.card.md", "card\n")
+        (tmp_path / "plain.txt").write_text("plain\n")
+    finally:
+        os.umask(previous)
+    modes = [oct((tmp_path / name).stat().st_mode & 0o777) for name in ("model.card.md", "plain.txt")]
+    assert modes == [oct(0o644)] * 2  # not mkstemp's 0600: other users can read the models
+
+
 def test_a_full_disk_during_an_index_shard_keeps_the_finished_ones(tmp_path, monkeypatch):
     from docemb.index import FileStamp, Index, IndexWriter
 
