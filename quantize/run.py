@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from docemb.model import EmbeddingModel
+    from docemb.quantize.dynamic import DynamicChoice
 
 # layer-by-layer errors keep every activation of two models in memory: a few MB per image, and
 # TFLite's cost per layer runs the validation images once per layer
@@ -207,20 +208,25 @@ def onnx_dynamic(job: Job) -> QuantizedFile:
         int8_weight_share=choice.int8_weight_share,
         float_nodes=choice.float_layers,
     )
+    print_dynamic_choice(choice, goal, job.validation)
+    if choice.drift is not None:
+        record.drift, record.drift_validation_images = choice.drift, len(job.validation)
+        record.drift_target = {"cos_mean": goal}
+    job.write_contract(path, record)
+    return QuantizedFile("dynamic", path, record)
+
+
+def print_dynamic_choice(choice: DynamicChoice, goal: float, validation: np.ndarray | None) -> None:
     print(
         f"  dynamic: {len(choice.int8_layers)} of {len(choice.int8_layers) + len(choice.float_layers)} weighted layers "
         f"in int8, largest first ({choice.int8_weight_share:.1%} of their parameters)"
     )
     if choice.drift is not None:
-        record.drift, record.drift_validation_images = choice.drift, len(job.validation)
-        record.drift_target = {"cos_mean": goal}
         met = "met" if choice.target_met else "NOT met"
         print(
             f"  dynamic: cos to float mean {choice.drift['cos_mean']:.4f} min {choice.drift['cos_min']:.4f} "
-            f"on {len(job.validation)} images (target mean {goal} {met})"
+            f"on {len(validation)} images (target mean {goal} {met})"
         )
-    job.write_contract(path, record)
-    return QuantizedFile("dynamic", path, record)
 
 
 def onnx_static(job: Job) -> QuantizedFile:
@@ -265,7 +271,12 @@ def onnx_static(job: Job) -> QuantizedFile:
         if mixed is not None:
             record.drift, record.float_nodes = mixed.drift, mixed.float_nodes
     print_sensitivity(errors, mixed)
-    report = {"layers": [asdict(e) for e in errors], "mixed_precision": asdict(mixed) if mixed else None}
+    report = {
+        "layers_of": f"onnxruntime static QDQ int8 ({best} calibration)",  # the per-layer errors' file
+        "kept": record.scheme,  # where the float front or a fine-tune replaced it, not that file
+        "layers": [asdict(e) for e in errors],
+        "mixed_precision": asdict(mixed) if mixed else None,
+    }
     write_json(beside(path, "layers"), report)
     job.write_contract(path, record)
     return QuantizedFile("static", path, record)

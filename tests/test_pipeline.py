@@ -158,8 +158,11 @@ def test_onnx_fine_tune_keeps_the_file_that_drifts_less(pipeline):
     qat = tuned["qat"]
     # the float-layer search runs only on onnxruntime's own file (neither the float front nor the
     # fine-tune replaced it), and then sets the drift
-    mixed = json.loads((folder / "model_int8_static.onnx.layers.json").read_text())["mixed_precision"]
+    layers = json.loads((folder / "model_int8_static.onnx.layers.json").read_text())
+    mixed = layers["mixed_precision"]
     assert mixed is None or tuned["graph"] == "ort-qdq"
+    # the per-layer errors stay those of onnxruntime's file; the report says which file was kept
+    assert layers["layers_of"].startswith("onnxruntime static QDQ int8") and layers["kept"] == tuned["scheme"]
     expected = qat["fine_tuned_drift"] if qat["kept"] else (mixed["drift"] if mixed else qat["post_training_drift"])
     assert qat["steps"] == QAT_STEPS and tuned["drift"] == expected
     assert (tuned["calibration"]["method"] == "histogram") == (tuned["graph"] == "pt2e-qdq")
