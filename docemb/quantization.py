@@ -45,7 +45,7 @@ class QuantizationRecord:
     drift_validation_images: int | None = None
     calibration: Calibration | None = None
     qat: FineTune | None = None
-    int8_weight_share: float | None = None  # ONNX dynamic: the share of weights in int8 layers
+    int8_weight_share: float | None = None  # dynamic: the share of weights in int8 layers
     float_nodes: list[dict] | None = None  # ONNX: layers kept in float (name, op_type)
     float_front: list[str] | None = None  # modules before the int8 part (docemb.edge_model)
     xnnpack_partitions: int | None = None

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -28,30 +26,11 @@ from docemb.embedders import onnx_embedder
 from docemb.errors import DocembError
 from docemb.evaluation import cosine_drift
 from docemb.layer_drift import ArrayReader, preprocess_for_quantization, quiet_onnxruntime
+from docemb.quantize.dynamic import DynamicChoice, WeightedLayer, largest_first
 
 L2_NORMALIZE_SCOPE = "/normalize/"  # the ONNX node names of EmbeddingModel.normalize
 DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
-
-
-@dataclass
-class DynamicChoice:
-    """Which layers a dynamic int8 model holds in int8, and what that costs in drift."""
-
-    int8_layers: list[str]
-    float_layers: list[dict[str, str]]  # name and op type of the weighted layers left in float, largest first
-    int8_weight_share: float  # share of the weighted layers' parameters stored as int8
-    drift: dict[str, float] | None = None  # on the validation images, when given
-    target_met: bool | None = None
-
-
-class WeightedLayer(NamedTuple):
-    """A node whose weight dynamic quantization would store as int8."""
-
-    name: str
-    op_type: str
-    parameters: int
-    depthwise: bool
 
 
 def weighted_layers(model: onnx.ModelProto) -> list[WeightedLayer]:
@@ -76,20 +55,15 @@ def quantize_dynamic_int8(
     validation: np.ndarray | None = None,
     cos_mean_target: float = 0.998,
 ) -> DynamicChoice:
-    """int8 weights (per channel), activations quantized on the fly at run time.
-
-    The weights sit mostly in a few late layers (head Linears, last pointwise convs), while the
-    small early layers carry most of the int8 error (activations with a wide per-image range).
-    So layers go int8 largest first, and with `validation` images the walk stops at the first
-    layer that would take the mean cosine to float below `cos_mean_target`. Depthwise convs stay
-    float: a few percent of the weights, and onnxruntime's ConvInteger runs them far slower than
-    float (default model, 1 thread: every layer int8 5.2 ms, this choice 1.0 ms, float 0.46 ms)."""
+    """int8 weights (per channel), activations quantized on the fly at run time, layers int8
+    largest first while `cos_mean_target` holds (docemb.quantize.dynamic). Depthwise convs stay
+    float: onnxruntime's ConvInteger runs them far slower than float (default model, 1 thread:
+    every layer int8 5.2 ms, this choice 1.0 ms, float 0.46 ms)."""
     with tempfile.TemporaryDirectory() as work:
         prepared = Path(work) / "prepared.onnx"
         preprocess_for_quantization(float_path, prepared)
         layers = weighted_layers(onnx.load(str(prepared)))
-        candidates = [layer.name for layer in layers if not layer.depthwise]
-        if not candidates:
+        if not any(not layer.depthwise for layer in layers):
             raise DocembError(f"{float_path}: no Conv, Gemm or MatMul with constant weights to quantize")
 
         def write(chosen: list[str], path: Path) -> None:
@@ -99,28 +73,16 @@ def quantize_dynamic_int8(
             with quiet_onnxruntime():
                 quantize_dynamic(str(prepared), str(path), per_channel=True, weight_type=QuantType.QInt8, nodes_to_quantize=names)
 
-        chosen, drift, met = candidates, None, None
-        if validation is not None:
-            reference = onnx_embedder(prepared)(validation)
-            trial_path = Path(work) / "trial.onnx"
-            chosen = []
-            for name in candidates:
-                write([*chosen, name], trial_path)
-                trial = cosine_drift(reference, onnx_embedder(trial_path)(validation))
-                if chosen and trial["cos_mean"] < cos_mean_target:
-                    break
-                chosen, drift = [*chosen, name], trial
-            met = drift["cos_mean"] >= cos_mean_target
-        with atomic_path(out_path) as tmp:
-            write(chosen, tmp)
-    return DynamicChoice(
-        int8_layers=chosen,
-        float_layers=[{"name": layer.name, "op_type": layer.op_type} for layer in layers if layer.name not in chosen],
-        int8_weight_share=sum(layer.parameters for layer in layers if layer.name in chosen)
-        / sum(layer.parameters for layer in layers),
-        drift=drift,
-        target_met=met,
-    )
+        reference = onnx_embedder(prepared)(validation) if validation is not None else None
+        return largest_first(
+            layers,
+            write,
+            lambda path, images: onnx_embedder(path)(images),
+            Path(out_path),
+            reference,
+            validation,
+            cos_mean_target,
+        )
 
 
 def quantize_static_int8(

@@ -46,7 +46,7 @@ def to_layout(batch: np.ndarray, layout: Layout) -> torch.Tensor:
 
 def int8_graph(
     model: EmbeddingModel,
-    calibration: np.ndarray | None,
+    calibration: np.ndarray,
     layout: Layout,
     float_front_stride: int,
     qat: QatPlan | None = None,
@@ -57,32 +57,19 @@ def int8_graph(
 
     With `calibration` (NCHW normalised inputs) the graph holds calibrated histogram observers
     (post-training static) or, with `qat`, fake-quantize modules fine-tuned towards the float
-    model; with `calibration=None` it is annotated for dynamic-range int8. `what` names the
-    output in errors; `split_hardswish` is docemb.edge_model's (XNNPACK wants it, onnxruntime
-    does not)."""
-    dynamic = calibration is None
-    if qat is not None and dynamic:
-        raise DocembError(f"{what}: quantization-aware fine-tuning is for static int8; give calibration images")
+    model. `what` names the output in errors; `split_hardswish` is docemb.edge_model's (XNNPACK
+    wants it, onnxruntime does not)."""
     if qat is not None:
         graph, quantizer, teacher = fake_quantized_graph(model, calibration, layout, float_front_stride, what, split_hardswish)
         qat_finetune(graph, teacher, qat, lambda batch: to_layout(batch, layout))
         return graph, quantizer
     quantize_pt2e, _ = _pt2e_modules(what)
-    module = edge_model(
-        model,
-        int8=not dynamic,
-        float_front_stride=0 if dynamic else float_front_stride,
-        layout=layout,
-        split_hardswish=split_hardswish,
-    )
+    module = edge_model(model, int8=True, float_front_stride=float_front_stride, layout=layout, split_hardswish=split_hardswish)
     sample = sample_input(model.config.input_size, layout)
-    quantizer = _quantizer(_config(is_dynamic=dynamic))
+    quantizer = _quantizer(_config())
     graph = quantize_pt2e.prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
     with torch.no_grad():
-        if dynamic:
-            graph(sample)  # per-channel weight observers need one pass to see their weights
-        else:
-            _calibrate(graph, calibration, layout)
+        _calibrate(graph, calibration, layout)
     return graph, quantizer
 
 
@@ -109,13 +96,13 @@ def fake_quantized_graph(
     fuse_conv_bn(exported)
     with warnings.catch_warnings():  # torch's own pytree code trips its LeafSpec deprecation when copied
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        post_training = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), _quantizer(_config(is_dynamic=False)))
+        post_training = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), _quantizer(_config()))
     with torch.no_grad():
         _calibrate(post_training, calibration, layout)
     # fake-quantize modules on the post-training patterns: litert-torch's QAT-only conv+BN
     # annotators fail under this torchao (they hand torch.export a function), and BatchNorm
     # is folded already, so those patterns would match nothing
-    quantizer = _quantizer(dataclasses.replace(_config(is_dynamic=False, is_qat=True), is_qat=False))
+    quantizer = _quantizer(dataclasses.replace(_config(is_qat=True), is_qat=False))
     graph = quantize_pt2e.prepare_qat_pt2e(exported, quantizer)
     with torch.no_grad():
         graph(sample)  # weight observers see their weights; activation ranges are set next
@@ -136,11 +123,11 @@ def _pt2e_modules(what: str):
     return quantize_pt2e, _fuse_conv_bn_
 
 
-def _config(is_dynamic: bool, is_qat: bool = False):
-    """litert-torch's int8 config: weights symmetric per channel, activations per tensor."""
+def _config(is_qat: bool = False):
+    """litert-torch's static int8 config: weights symmetric per channel, activations per tensor."""
     from litert_torch.quantize import pt2e_quantizer
 
-    return pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=is_dynamic, is_qat=is_qat)
+    return pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
 
 
 def _quantizer(config):

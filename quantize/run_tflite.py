@@ -1,6 +1,6 @@
-"""int8 .tflite files from the float checkpoint (docemb.quantize.tflite): dynamic, static with a
-float front, and full integer, each measured against the float file and fine-tuned where it
-misses the drift target."""
+"""int8 .tflite files: static with a float front and full integer from the float checkpoint
+(docemb.quantize.tflite), each measured against the float file and fine-tuned where it misses
+the drift target; dynamic from the float file itself (docemb.quantize.tflite_dynamic)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from docemb.quantize.run import (
     float_front_stride,
     histogram_calibration,
     load_checkpoint,
+    print_dynamic_choice,
     qat_plan,
     wants_finetune,
 )
 from docemb.quantize.tflite import quantize_tflite
 
-SCHEMES = {"dynamic": "dynamic", "static": "static", "full": "full-integer static"}
+SCHEMES = {"static": "static", "full": "full-integer static"}
 
 
 def quantize_tflite_kinds(job: Job) -> list[QuantizedFile]:
@@ -34,40 +35,63 @@ def quantize_tflite_kinds(job: Job) -> list[QuantizedFile]:
         raise DocembError(
             f"{job.float_path}: has normalisation built in; quantize the file exported without --builtin-normalization"
         )
-    model = load_checkpoint(job, required=True)
-    return [tflite_kind(job, model, kind) for kind in job.kinds]
+    static_kinds = [kind for kind in job.kinds if kind != "dynamic"]
+    model = load_checkpoint(job, required=True) if static_kinds else None
+    return [tflite_dynamic(job) if kind == "dynamic" else tflite_kind(job, model, kind) for kind in job.kinds]
+
+
+def tflite_dynamic(job: Job) -> QuantizedFile:
+    """Dynamic int8 from the float file, layers int8 largest first while --dynamic-target holds
+    (docemb.quantize.tflite_dynamic); no checkpoint needed."""
+    from docemb.quantize.tflite_dynamic import quantize_dynamic_tflite
+
+    path, goal = job.path("dynamic"), job.options.dynamic_target
+    choice = quantize_dynamic_tflite(job.float_path, path, job.validation, goal)
+    record = QuantizationRecord(
+        "litert-dynamic",
+        "AI Edge Quantizer dynamic int8, layers largest first",
+        "int8 symmetric per-channel",
+        "quantized at run time",
+        int8_weight_share=choice.int8_weight_share,
+        float_nodes=choice.float_layers,
+    )
+    print_dynamic_choice(choice, goal, job.validation)
+    if choice.drift is not None:
+        record.drift, record.drift_validation_images = choice.drift, len(job.validation)
+        record.drift_target = {"cos_mean": goal}
+    _add_delegation(record, path)
+    job.write_contract(path, record)
+    return QuantizedFile("dynamic", path, record)
 
 
 def tflite_kind(job: Job, model: EmbeddingModel, kind: str) -> QuantizedFile:
-    """One int8 kind: converted, measured, diagnosed and fine-tuned where it misses the target."""
+    """Static or full-integer int8: converted, measured, diagnosed and fine-tuned where it misses the target."""
     from docemb.edge_model import front_modules
 
     path = job.path(kind)
     float_input = kind == "full" and job.options.input_type == "float32"
     float_front = float_front_stride(job.options) if kind == "static" else 0
-    calibration = None if kind == "dynamic" else job.calibration
     layout = job.contract["input"]["layout"]
-    quantize_tflite(model, path, calibration, layout, float_input, float_front)
+    quantize_tflite(model, path, job.calibration, layout, float_input, float_front)
     record = QuantizationRecord(
         f"litert-{kind}",  # type: ignore[arg-type]
         f"litert-torch PT2E {SCHEMES[kind]} int8",
         "int8 symmetric per-channel",
-        "quantized at run time" if kind == "dynamic" else "int8 per-tensor",
+        "int8 per-tensor",
         float_front=front_modules(model.backbone, float_front, model.config.input_size),
     )
     if job.validation is not None:
         measure = drift_meter(job)
         record.drift = measure(kind, path)
-        if kind != "dynamic":
-            record.calibration = histogram_calibration(job)
-            _diagnose(job, model, path, record.drift, float_front)
-            if wants_finetune(job, kind, record.drift):
-                plan = qat_plan(job)
+        record.calibration = histogram_calibration(job)
+        _diagnose(job, model, path, record.drift, float_front)
+        if wants_finetune(job, kind, record.drift):
+            plan = qat_plan(job)
 
-                def write_tuned(tuned: Path) -> None:
-                    quantize_tflite(model, tuned, calibration, layout, float_input, float_front, qat=plan)
+            def write_tuned(tuned: Path) -> None:
+                quantize_tflite(model, tuned, job.calibration, layout, float_input, float_front, qat=plan)
 
-                record.drift, record.qat = finetune(kind, path, write_tuned, record.drift, measure, job.target, plan)
+            record.drift, record.qat = finetune(kind, path, write_tuned, record.drift, measure, job.target, plan)
         record.drift_target = {"cos_mean": job.target.cos_mean, "cos_min": job.target.cos_min}
     _add_delegation(record, path)
     job.write_contract(path, record)

@@ -26,7 +26,7 @@ from docemb.quantize.qat import QatPlan
 def quantize_tflite(
     model: EmbeddingModel,
     path: str | os.PathLike,
-    calibration: np.ndarray | None,
+    calibration: np.ndarray,
     layout: Layout = "NHWC",
     float_input: bool = False,
     float_front_stride: int = DEFAULT_FLOAT_FRONT_STRIDE,
@@ -39,13 +39,11 @@ def quantize_tflite(
     `float_front_stride` > 0 keeps the backbone's front up to that output stride in float
     (docemb.edge_model), so the input is float32; with 0 the model is full integer with an int8
     input, and `float_input` puts a QUANTIZE in front so the input is float32 (see
-    add_float_input). With `calibration=None`: dynamic-range, int8 weights of convs and
-    linears, activations quantized at run time, float I/O. With `qat`, static int8 is
-    fine-tuned towards the float model before conversion (docemb.quantize.qat); the calibration
-    images then set the starting activation ranges.
+    add_float_input). With `qat`, static int8 is fine-tuned towards the float model before
+    conversion (docemb.quantize.qat); the calibration images then set the starting activation
+    ranges. (Dynamic int8 rewrites the float .tflite instead: docemb.quantize.tflite_dynamic.)
     """
-    dynamic = calibration is None
-    if float_input and float_front_stride and not dynamic:
+    if float_input and float_front_stride:
         raise DocembError(f"{path}: with a float front the input is float32 already; float_input is for full integer")
     graph, quantizer = int8_graph(model, calibration, layout, float_front_stride, qat, what=str(path))
     with quiet_imports():
@@ -53,7 +51,7 @@ def quantize_tflite(
         from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
     graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
     convert(graph, sample_input(model.config.input_size, layout), Path(path), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    if float_input and not dynamic:
+    if float_input:
         add_float_input(Path(path))
     return Path(path)
 

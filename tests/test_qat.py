@@ -12,7 +12,6 @@ import torch
 pytest.importorskip("litert_torch", reason="TFLite tools not installed (pip install -e .[tflite])")
 
 from docemb.embedders import torch_embedder  # noqa: E402
-from docemb.errors import DocembError  # noqa: E402
 from docemb.evaluation import cosine_drift  # noqa: E402
 from docemb.litert import delegation, op_counts, tflite_embedder  # noqa: E402
 from docemb.quantize.calibration import calibration_inputs, finetune_images  # noqa: E402
@@ -72,10 +71,3 @@ def test_fine_tune_starts_from_the_post_training_model(trained_model, synth_trai
     untrained = quantize_tflite(trained_model, tmp_path / "qat0.tflite", calibration, float_front_stride=0, qat=plan)
     same = cosine_drift(tflite_embedder(post_training)(probe), tflite_embedder(untrained)(probe))
     assert same["cos_min"] > 0.9999, same
-
-
-def test_quantization_aware_fine_tune_is_refused_for_dynamic_range(small_model, synth_train, tmp_path):
-    plan = QatPlan(finetune_images([synth_train], 4), small_model.preprocessing, QatSettings(steps=1))
-    with pytest.raises(DocembError, match="static int8"):
-        quantize_tflite(small_model, tmp_path / "m.tflite", None, qat=plan)
-    assert not (tmp_path / "m.tflite").exists()
