@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -74,7 +74,8 @@ class VerifyRow:
     in_shortlist: float  # the true template is among the cosine top-K
     recall_verified: float
     tpr_cosine: float | None
-    tpr_verified: float | None
+    tpr_verified: float | None  # at FPR 1e-2, at the strength's operating point
+    tpr_min_inliers: int | None  # the rule of that point: the calibrated one's or more
 
 
 def _captures(
@@ -108,22 +109,83 @@ def calibrate(unknown: list[list[Candidate]], fpr: float = OPEN_SET_FPR / 2) -> 
     return VerifyRule(min_inliers=max(VerifyRule().min_inliers, reached))
 
 
-def _open_set_verified(
-    known: list[list[Candidate]], unknown: list[list[Candidate]], labels: np.ndarray, rule: VerifyRule
-) -> float:
-    """TPR at FPR 1e-2 for the combined rule: the cosine threshold of unverified decisions is set
-    so that unknown captures pass (verified or not) at most 1 % of the time."""
+def _verified_threshold(unknown: list[list[Candidate]], rule: VerifyRule) -> float:
+    """The cosine threshold of unverified decisions (a match needs more) that lets unknown
+    captures pass, verified or not, at most 1 % of the time: verified ones spend the budget first."""
     unknown_verdicts = [decide(s, 2.0, rule) for s in unknown]
     verified_fp = sum(v.matched for v in unknown_verdicts)
     rest = np.sort([v.best.cosine for v in unknown_verdicts if not v.verified])[::-1]
     allowed = max(0, int(np.floor(OPEN_SET_FPR * len(unknown))) - verified_fp)
-    threshold = float(rest[min(allowed, len(rest) - 1)]) if len(rest) else -1.0
-    verdicts = [decide(s, np.nextafter(threshold, 2), rule) for s in known]
+    return float(rest[min(allowed, len(rest) - 1)]) if len(rest) else -1.0
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A rule and a cosine threshold for unverified decisions that together let at most 1 % of
+    unknown captures through."""
+
+    rule: VerifyRule
+    threshold: float
+
+
+def operating_point(
+    known: list[list[Candidate]], unknown: list[list[Candidate]], labels: np.ndarray, rule: VerifyRule
+) -> OperatingPoint:
+    """The point of highest TPR at FPR 1e-2 among `rule` and stricter ones (more inliers). The
+    calibrated rule can verify more than 1 % of unknown captures at a strength it was not
+    calibrated on (sharp captures of a template's look-alike): a stricter one then keeps FPR 1e-2,
+    as the cosine threshold is set per strength too."""
+    budget = int(np.floor(OPEN_SET_FPR * len(unknown)))
+    most = [max((c.inliers for c in s), default=0) for s in unknown]
+    points = []
+    for inliers in sorted({rule.min_inliers, *(m + 1 for m in most if m >= rule.min_inliers)}):
+        strict = replace(rule, min_inliers=inliers)
+        if sum(decide(s, 2.0, strict).matched for s in unknown) <= budget:
+            points.append(OperatingPoint(strict, _verified_threshold(unknown, strict)))
+    return max(points, key=lambda point: _tpr_at(known, labels, point))
+
+
+def _tpr_at(known: list[list[Candidate]], labels: np.ndarray, point: OperatingPoint) -> float:
+    verdicts = [decide(s, np.nextafter(point.threshold, 2), point.rule) for s in known]
     return float(np.mean([v.matched and v.best.index == label for v, label in zip(verdicts, labels)]))
 
 
-def _rows(strength: str, kinds: list[str], run: StrengthRun, templates: np.ndarray, rule: VerifyRule) -> list[VerifyRow]:
-    captures, known, unknown, labels = run.known, run.known_lists, run.unknown_lists, run.known.labels
+@dataclass(frozen=True)
+class Impostor:
+    """An unknown capture among those closest to passing: what sets the open-set threshold."""
+
+    strength: str
+    unknown: str  # file name in unknown/
+    template: str  # the template it is decided for
+    cosine: float
+    inliers: int  # with that template; -1: not verifiable
+    verified: bool  # decided on inliers, not on the cosine threshold (at the strength's operating point)
+    passes: bool  # matched at the strength's operating point
+
+
+def closest_impostors(
+    strength: str,
+    unknown: list[list[Candidate]],
+    point: OperatingPoint,
+    unknown_names: list[str],
+    template_names: list[str],
+    n: int,
+) -> list[Impostor]:
+    """The `n` unknown captures nearest to a match: verified ones first (most inliers first), then
+    by cosine. Near the 1 % budget a single capture moves TPR by points, so which ones they are
+    says whether the model or the data bounds it."""
+    verdicts = [(name, decide(s, np.nextafter(point.threshold, 2), point.rule)) for name, s in zip(unknown_names, unknown) if s]
+    verdicts.sort(key=lambda item: (not item[1].verified, -item[1].best.inliers if item[1].verified else -item[1].best.cosine))
+    return [
+        Impostor(strength, name, template_names[v.best.index], v.best.cosine, v.best.inliers, bool(v.verified), bool(v.matched))
+        for name, v in verdicts[:n]
+    ]
+
+
+def _rows(
+    strength: str, kinds: list[str], run: StrengthRun, templates: np.ndarray, rule: VerifyRule, point: OperatingPoint | None
+) -> list[VerifyRow]:
+    captures, known, labels = run.known, run.known_lists, run.known.labels
     scores = template_scores(captures.embeddings, templates)
     cosine_best = scores.argmax(axis=1)
     verified_best = np.array([decide(s, -2.0, rule).best.index for s in known])
@@ -135,10 +197,13 @@ def _rows(strength: str, kinds: list[str], run: StrengthRun, templates: np.ndarr
         correct = cosine_best[pick] == labels[pick]
         tpr_cos = open_set(scores.max(axis=1)[pick], correct, impostor)[0] if impostor is not None else None
         picked = [s for s, p in zip(known, pick) if p]
-        tpr_ver = _open_set_verified(picked, unknown, labels[pick], rule) if unknown else None
+        tpr_ver = _tpr_at(picked, labels[pick], point) if point else None
         recall_verified = float(np.mean(verified_best[pick] == labels[pick]))
         listed = float(np.mean([any(c.index == label for c in s) for s, label in zip(picked, labels[pick])]))
-        row = VerifyRow(strength, group, int(pick.sum()), float(correct.mean()), listed, recall_verified, tpr_cos, tpr_ver)
+        inliers = point.rule.min_inliers if point else None
+        row = VerifyRow(
+            strength, group, int(pick.sum()), float(correct.mean()), listed, recall_verified, tpr_cos, tpr_ver, inliers
+        )
         rows.append(row)
     return rows
 
@@ -207,6 +272,8 @@ def _cost(
 
 
 CALIBRATION_IMAGES = 600  # of --calibrate-data, seeded
+UNKNOWN_SEED = 1  # of the unknown captures, so a sheet can draw them again
+IMPOSTORS_LISTED = 5  # closest unknown captures kept per strength
 
 
 def _sample(paths: list[Path], count: int, seed: int = 0) -> list[Path]:
@@ -234,13 +301,13 @@ def benchmark(
     registered = registered_as(prep, template_pad)
     templates = embed_templates(embed, prep, template_inputs(images, registered))
     named = [template_features(i, settings) for i in tqdm(images, desc="template features", leave=False)]
-    unknown_images = (
-        load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)[0] if (folder / "unknown").is_dir() else []
+    unknown_images, unknown_paths = (
+        load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE) if (folder / "unknown").is_dir() else ([], [])
     )
     runs = {}
     for strength in [calibrate_on, *[s for s in strengths if s != calibrate_on]]:
         known = _captures(images, strength, 0, embed, prep, settings, query_crop)
-        unknown = _captures(unknown_images, strength, 1, embed, prep, settings, query_crop) if unknown_images else None
+        unknown = _captures(unknown_images, strength, UNKNOWN_SEED, embed, prep, settings, query_crop) if unknown_images else None
         unknown_lists = _shortlists(unknown, templates, named, k, settings) if unknown else []
         runs[strength] = StrengthRun(known, unknown, _shortlists(known, templates, named, k, settings), unknown_lists)
     if calibrate_data is not None:
@@ -253,7 +320,20 @@ def benchmark(
         rule, calibrated_on = calibrate(runs[calibrate_on].unknown_lists), f"{calibrate_on} captures of {folder}/unknown"
     else:
         rule, calibrated_on = VerifyRule(), "not calibrated (no unknown images)"
-    rows = [row for strength in strengths for row in _rows(strength, kinds, runs[strength], templates, rule)]
+    points = {
+        strength: operating_point(run.known_lists, run.unknown_lists, run.known.labels, rule) if run.unknown_lists else None
+        for strength, run in runs.items()
+    }
+    rows = [row for strength in strengths for row in _rows(strength, kinds, runs[strength], templates, rule, points[strength])]
+    names, unknown_names = [p.name for p in paths], [p.name for p in unknown_paths]
+    closest = [
+        impostor
+        for strength in strengths
+        if points[strength]
+        for impostor in closest_impostors(
+            strength, runs[strength].unknown_lists, points[strength], unknown_names, names, IMPOSTORS_LISTED
+        )
+    ]
     feature_bytes = np.mean([f.nbytes for f in named])
     timing = {strength: _timing(runs[strength].known, templates, named, settings, ks) for strength in strengths}
     cost = _cost(images, runs[calibrate_on].known, templates, named, settings, k)
@@ -265,6 +345,7 @@ def benchmark(
         "query_crop": query_crop,
         "template_views": [asdict(v) for v in registered.views],
         "rows": [asdict(r) for r in rows],
+        "closest_unknown": [asdict(i) for i in closest],
         "feature_bytes_per_template": float(feature_bytes),
         "ms_per_query": timing,
         "cost": asdict(cost),
@@ -275,18 +356,33 @@ def benchmark(
 def format_table(result: dict) -> str:
     lines = [
         f"{'strength':<8} {'group':<14} {'queries':>7} {'R@1 cos':>8} {'in top-K':>8} {'R@1 ver':>8} {'TPR cos':>8} {'TPR ver':>8}"
+        f" {'at inliers':>10}"
     ]
     for r in result["rows"]:
         tprs = "".join(f" {v:8.3f}" if v is not None else f" {'-':>8}" for v in (r["tpr_cosine"], r["tpr_verified"]))
+        inliers = r["tpr_min_inliers"] if r["tpr_min_inliers"] is not None else "-"
         lines.append(
             f"{r['strength']:<8} {r['group'][:14]:<14} {r['queries']:>7} {r['recall_cosine']:8.3f} {r['in_shortlist']:8.3f}"
-            f" {r['recall_verified']:8.3f}{tprs}"
+            f" {r['recall_verified']:8.3f}{tprs} {inliers:>10}"
         )
     lines.append(
-        f"rule: {result['rule']}, calibrated on {result['calibrated_on']}; shortlist {result['shortlist']}"
+        f"rule: {result['rule']}, calibrated on {result['calibrated_on']} (TPR ver: FPR 1e-2 at every strength, with"
+        " this rule or, where it verifies more unknown captures than that, the fewest inliers that keep it)"
+    )
+    lines.append(
+        f"shortlist {result['shortlist']}"
         f"; for the embedding, captures centre-cropped to {result['query_crop']}, templates as {len(result['template_views'])} view(s)"
     )
     lines.append(f"features: {result['feature_bytes_per_template'] / 1e3:.1f} kB per template ({result['templates']} templates)")
+    if result["closest_unknown"]:
+        lines.append("closest unknown captures (verified first, then by cosine; * passes at the strength's TPR ver point):")
+    for i in result["closest_unknown"]:
+        evidence = (
+            "too few keypoints" if i["inliers"] < 0 else f"{i['inliers']} inliers" + (", verified" if i["verified"] else "")
+        )
+        lines.append(
+            f"  {i['strength']:<8} {'*' if i['passes'] else ' '} {i['unknown']} -> {i['template']}  cos {i['cosine']:.3f}, {evidence}"
+        )
     for strength, times in result["ms_per_query"].items():
         lines.append(f"ms per query, one thread, {strength}: " + "  ".join(f"K={k} {v:.1f}" for k, v in times.items()))
     c = result["cost"]
@@ -297,6 +393,31 @@ def format_table(result: dict) -> str:
         f" (fitted for {c['ransac_share']:.0%} of them)"
     )
     return "\n".join(lines)
+
+
+def impostor_sheet(folder: Path, impostors: list[dict], path: Path, per_strength: int = 3) -> Path:
+    """A PNG of the closest unknown captures: each row the unknown document, its capture (drawn
+    again as the benchmark drew it) and the template it came nearest to."""
+    from docemb.plots import image_rows
+
+    unknown_images, unknown_paths = load_images(list_images(folder / "unknown"), max_side=EVAL_MAX_SIDE)
+    index = {p.name: i for i, p in enumerate(unknown_paths)}
+    template_dir = folder / "templates" if (folder / "templates").is_dir() else folder
+    rows = []
+    for strength in dict.fromkeys(i["strength"] for i in impostors):
+        rng = np.random.default_rng(UNKNOWN_SEED)
+        shots = [simulate_capture(image, strength, rng) for image in unknown_images]
+        for i in [i for i in impostors if i["strength"] == strength][:per_strength]:
+            template = load_images([template_dir / i["template"]], max_side=EVAL_MAX_SIDE)[0][0]
+            verdict = "passes" if i["passes"] else "rejected"
+            rows.append(
+                [
+                    (unknown_images[index[i["unknown"]]], f"unknown/{i['unknown']}"),
+                    (shots[index[i["unknown"]]], f"{strength} capture, {verdict}"),
+                    (template, f"{i['template']}: cos {i['cosine']:.3f}, {i['inliers']} inliers"),
+                ]
+            )
+    return image_rows(rows, path, "unknown documents closest to a match")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -339,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
     add_scale_arguments(parser)  # the embedding's view; verification sees whole captures and clean templates
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of Recall@1 with and without verification, and time against K")
+    parser.add_argument(
+        "--impostor-sheet", type=Path, help="PNG of the unknown captures closest to a match, with their templates"
+    )
     args = parser.parse_args(argv)
     if problem := scale_problem(args):
         parser.error(problem)
@@ -371,6 +495,8 @@ def main(argv: list[str] | None = None) -> None:
         from docemb.plots import verification_summary
 
         print(f"wrote {verification_summary(result['rows'], result['ms_per_query'], args.plot)}")
+    if args.impostor_sheet and result["closest_unknown"]:
+        print(f"wrote {impostor_sheet(args.data, result['closest_unknown'], args.impostor_sheet)}")
 
 
 if __name__ == "__main__":

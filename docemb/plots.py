@@ -92,6 +92,24 @@ def retrieval_grid(
     return _save(figure, Path(path))
 
 
+def image_rows(rows: list[list[tuple[np.ndarray, str]]], path: str | Path, title: str = "") -> Path:
+    """Each row: images side by side, each titled with its caption."""
+    columns = max(len(row) for row in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.0 * len(rows)), squeeze=False, layout="constrained")
+    for axis_row, row in zip(axes, rows):
+        for axis, (image, caption) in zip(axis_row, row):
+            axis.imshow(image)
+            axis.set_title(caption, fontsize=7)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if not axis.images:
+            axis.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return _save(figure, Path(path))
+
+
 def latency_vs_drift(points: dict[str, tuple[float, float]], path: str | Path, title: str = "") -> Path:
     """One dot per model: latency (x) against cosine to the float model (y). Up and left is better."""
     figure, axis = plt.subplots(figsize=(6, 4.2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import cv2
@@ -213,6 +214,9 @@ def test_the_benchmark_counts_the_work_a_phone_estimate_scales(small_model, tmp_
     folder.mkdir(parents=True)
     for seed in range(4):
         Image.fromarray(text_page(seed)).save(folder / f"page{seed}.png")
+    (tmp_path / "eval" / "unknown").mkdir()
+    for seed in (10, 11):
+        Image.fromarray(text_page(seed)).save(tmp_path / "eval" / "unknown" / f"other{seed}.png")
     save_model(tmp_path / "m.safetensors", small_model)
     result = benchmark(tmp_path / "m.safetensors", tmp_path / "eval", ["mild"], 3, [2], "mild", VerifySettings(features=300))
     cost = result["cost"]
@@ -225,6 +229,14 @@ def test_the_benchmark_counts_the_work_a_phone_estimate_scales(small_model, tmp_
 
     width, height = Image.open(verification_summary(result["rows"], result["ms_per_query"], tmp_path / "v.png")).size
     assert width > height > 300  # two panels side by side
+    from docemb.benchmark.verification import impostor_sheet
+
+    closest = result["closest_unknown"]
+    assert json.loads(json.dumps(result)) == result  # what --out writes
+    assert sorted(i["unknown"] for i in closest) == ["other10.png", "other11.png"]
+    assert {i["template"] for i in closest} <= {f"page{seed}.png" for seed in range(4)}
+    width, height = Image.open(impostor_sheet(tmp_path / "eval", closest, tmp_path / "sheet.png")).size
+    assert height > 300 and width > height  # two rows of three images
 
 
 def test_a_pair_with_too_few_matches_to_verify_skips_ransac(monkeypatch):
@@ -255,3 +267,42 @@ def test_the_benchmark_crops_what_the_embedding_sees_and_verifies_the_whole_capt
     expected = embed_resized(embed, prep, np.stack([prep.resize(centre_crop(s, 0.9)) for s in shots]))
     assert np.allclose(cropped.embeddings, expected, atol=1e-6) and not np.allclose(cropped.embeddings, whole.embeddings)
     assert all(np.array_equal(a.descriptors, b.descriptors) for a, b in zip(whole.features, cropped.features))
+
+
+def test_the_closest_unknown_captures_are_the_ones_that_spend_the_open_set_budget():
+    from docemb.benchmark.verification import closest_impostors, operating_point
+
+    rule = VerifyRule()
+    shortlists = [[Candidate(1, 0, 0.5, rule.min_inliers + 14), Candidate(0, 1, 0.4, 0)]]  # verified: passes on inliers
+    shortlists += [[Candidate(i % 3, 0, float(c), 3)] for i, c in enumerate(np.linspace(0.3, 0.9, 199))]
+    point = operating_point([[Candidate(0, 0, 0.95, 0)]], shortlists, np.array([0]), rule)
+    assert point.rule == rule
+    closest = closest_impostors("hard", shortlists, point, [f"u{i}" for i in range(200)], ["a", "b", "c"], 4)
+    # 200 captures allow 2 through: the verified one and the highest cosine, not the next
+    passing = [(i.unknown, i.verified, i.passes) for i in closest]
+    assert passing == [("u0", True, True), ("u199", False, True), ("u198", False, False), ("u197", False, False)]
+    assert closest[0].template == "b" and closest[0].inliers == 40 and closest[1].cosine == pytest.approx(0.9)
+    assert closest[1].template == ["a", "b", "c"][198 % 3]
+
+
+def test_tpr_stays_at_fpr_1e_2_where_the_rule_verifies_more_unknown_captures_than_that():
+    from docemb.benchmark.verification import operating_point
+
+    rule = VerifyRule()  # 26 inliers
+    # 100 unknown captures (1 may pass): three look-alikes verify with 30, 40 and 50 inliers
+    unknown = [[Candidate(0, 0, 0.6, n)] for n in (30, 40, 50)] + [[Candidate(1, 0, 0.5, 0)]] * 97
+    known = [[Candidate(0, 0, 0.55, 45)], [Candidate(1, 0, 0.55, 60)], [Candidate(1, 0, 0.7, 0)]]
+    point = operating_point(known, unknown, np.array([0, 1, 1]), rule)
+    passed = sum(decide(s, np.nextafter(point.threshold, 2), point.rule).matched for s in unknown)
+    # 41 inliers lets only the 50-inlier look-alike verify, which spends the budget: the cosine
+    # threshold sits on the best unverified unknown capture (0.6), and every known capture passes
+    # (51 would verify none, but then the 45-inlier capture needs cosine and fails)
+    assert passed == 1 and point.rule.min_inliers == 41 and point.threshold == pytest.approx(0.6)
+
+
+def test_image_rows_lays_out_every_image_with_its_caption(tmp_path):
+    from docemb.plots import image_rows
+
+    rows = [[(text_page(0), "page"), (capture(text_page(0)), "capture")], [(text_page(1), "other")]]
+    width, height = Image.open(image_rows(rows, tmp_path / "rows.png", "title")).size
+    assert height > 300 and width > 200
