@@ -57,6 +57,7 @@ def write_dynamic(float_path: Path, scopes: list[str], path: Path) -> None:
         recipes.add_dynamic_config(
             regex=f"^{re.escape(scope)}$", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=8
         )
+    Path(path).unlink(missing_ok=True)  # export_model warns on every file it overwrites
     tool = quantizer.Quantizer(str(float_path))
     tool.load_quantization_recipe(recipes.get_quantization_recipe())
     with quiet_conversion():
