@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from docemb.atomic import write_json, write_text
 from docemb.contract import check_contract, describe_model, write_contract
 from docemb.errors import DocembError
-from docemb.formats import includes, lookup
+from docemb.formats import GraphKind, includes, lookup
 from docemb.lock import output_lock
 from docemb.options import to_yaml
 from docemb.preprocess import Preprocessing
@@ -180,7 +180,7 @@ def prepare(options: QuantizeOptions) -> Job:
         kinds,
         DriftTarget(*options.drift_target),
     )
-    if options.calib and (static or float_path.suffix == ".onnx"):
+    if options.calib:  # static kinds calibrate; every kind measures its drift (dynamic: its choice of layers)
         job.calibration, job.validation = calibration_sets(options, preprocessing)
     return job
 
@@ -198,35 +198,37 @@ def onnx_dynamic(job: Job) -> QuantizedFile:
     """onnxruntime dynamic int8, layers int8 largest first while --dynamic-target holds."""
     from docemb.quantize.ort import quantize_dynamic_int8
 
-    path, goal = job.path("dynamic"), job.options.dynamic_target
-    choice = quantize_dynamic_int8(job.float_path, path, job.validation, goal)
-    record = QuantizationRecord(
-        "ort-dynamic",
-        "onnxruntime dynamic int8",
-        "int8 per-channel",
-        "quantized at run time",
-        int8_weight_share=choice.int8_weight_share,
-        float_nodes=choice.float_layers,
-    )
-    print_dynamic_choice(choice, goal, job.validation)
-    if choice.drift is not None:
-        record.drift, record.drift_validation_images = choice.drift, len(job.validation)
-        record.drift_target = {"cos_mean": goal}
+    path = job.path("dynamic")
+    choice = quantize_dynamic_int8(job.float_path, path, job.validation, job.options.dynamic_target)
+    record = dynamic_record(job, choice, "ort-dynamic", "onnxruntime dynamic int8", "int8 per-channel")
     job.write_contract(path, record)
     return QuantizedFile("dynamic", path, record)
 
 
-def print_dynamic_choice(choice: DynamicChoice, goal: float, validation: np.ndarray | None) -> None:
+def dynamic_record(job: Job, choice: DynamicChoice, graph: GraphKind, scheme: str, weights: str) -> QuantizationRecord:
+    """The record of a dynamic int8 file whose layers went int8 largest first; the choice printed."""
+    goal = job.options.dynamic_target
+    record = QuantizationRecord(
+        graph,
+        scheme,
+        weights,
+        "quantized at run time",
+        int8_weight_share=choice.int8_weight_share,
+        float_nodes=choice.float_layers,
+    )
     print(
         f"  dynamic: {len(choice.int8_layers)} of {len(choice.int8_layers) + len(choice.float_layers)} weighted layers "
         f"in int8, largest first ({choice.int8_weight_share:.1%} of their parameters)"
     )
     if choice.drift is not None:
+        record.drift, record.drift_validation_images = choice.drift, len(job.validation)
+        record.drift_target = {"cos_mean": goal}
         met = "met" if choice.target_met else "NOT met"
         print(
             f"  dynamic: cos to float mean {choice.drift['cos_mean']:.4f} min {choice.drift['cos_min']:.4f} "
-            f"on {len(validation)} images (target mean {goal} {met})"
+            f"on {len(job.validation)} images (target mean {goal} {met})"
         )
+    return record
 
 
 def onnx_static(job: Job) -> QuantizedFile:

@@ -17,11 +17,11 @@ from docemb.quantize.run import (
     Job,
     beside,
     drift_meter,
+    dynamic_record,
     finetune,
     float_front_stride,
     histogram_calibration,
     load_checkpoint,
-    print_dynamic_choice,
     qat_plan,
     wants_finetune,
 )
@@ -45,20 +45,9 @@ def tflite_dynamic(job: Job) -> QuantizedFile:
     (docemb.quantize.tflite_dynamic); no checkpoint needed."""
     from docemb.quantize.tflite_dynamic import quantize_dynamic_tflite
 
-    path, goal = job.path("dynamic"), job.options.dynamic_target
-    choice = quantize_dynamic_tflite(job.float_path, path, job.validation, goal)
-    record = QuantizationRecord(
-        "litert-dynamic",
-        "AI Edge Quantizer dynamic int8, layers largest first",
-        "int8 symmetric per-channel",
-        "quantized at run time",
-        int8_weight_share=choice.int8_weight_share,
-        float_nodes=choice.float_layers,
-    )
-    print_dynamic_choice(choice, goal, job.validation)
-    if choice.drift is not None:
-        record.drift, record.drift_validation_images = choice.drift, len(job.validation)
-        record.drift_target = {"cos_mean": goal}
+    path = job.path("dynamic")
+    choice = quantize_dynamic_tflite(job.float_path, path, job.validation, job.options.dynamic_target)
+    record = dynamic_record(job, choice, "litert-dynamic", "AI Edge Quantizer dynamic int8", "int8 symmetric per-channel")
     _add_delegation(record, path)
     job.write_contract(path, record)
     return QuantizedFile("dynamic", path, record)

@@ -142,6 +142,27 @@ def test_quantize_reports_say_what_each_run_wrote_and_save_its_options(pipeline)
     assert "qat_steps: 3" in (models / "model.tflite.quantize.yaml").read_text()
 
 
+def test_dynamic_tflite_alone_still_chooses_its_layers_by_drift(pipeline, synth_train):
+    folder = pipeline.root / "tflite_dynamic"
+    main(
+        [
+            "quantize",
+            "--model",
+            str(pipeline.models / "model.tflite"),
+            "--calib",
+            str(synth_train),
+            "--include",
+            "dynamic",
+            "--out",
+            str(folder),
+        ]
+    )
+    alone, together = (pipeline.quantization("model_int8_dynamic.tflite", where) for where in (folder, None))
+    assert alone["graph"] == "litert-dynamic" and alone["drift"] == together["drift"]  # same validation images, same walk
+    assert alone["drift_target"] == {"cos_mean": 0.998} and 0 < alone["int8_weight_share"] <= 1
+    assert {layer["op_type"] for layer in alone["float_nodes"]} >= {"DEPTHWISE_CONV_2D"}
+
+
 def test_static_onnx_records_its_calibration_and_layer_errors(pipeline):
     static_onnx = pipeline.quantization("model_int8_static.onnx")
     assert static_onnx["graph"] == "ort-qdq" and "qat" not in static_onnx
