@@ -8,7 +8,10 @@ captures for both decision rules, and how often the true template is in the cosi
 at all (the most verification can reach). The rule's inlier count is calibrated on one strength
 (`--calibrate-on`, default hard) so that captures of unregistered documents are rarely verified:
 those of `--calibrate-data` (training images, none of them a template) or, without it, of the
-eval folder's own `unknown/`. Then the time per query for each shortlist length and strength, one thread.
+eval folder's own `unknown/`. Where that rule verifies more than 1 % of a strength's unknown
+captures, that strength's TPR takes the fewest inliers above it that keep FPR 1e-2. The unknown
+captures closest to a match are listed per strength (`--impostor-sheet` draws them). Then the
+time per query for each shortlist length and strength, one thread.
 """
 
 from __future__ import annotations

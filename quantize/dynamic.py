@@ -1,8 +1,8 @@
 """Dynamic int8 for either format: layers int8 largest first while the mean cosine holds.
 
 The weights sit mostly in a few late layers (head Linears, last pointwise convs), while the
-small early layers carry most of the int8 error (activations with a wide per-image range,
-quantized per tensor at run time). So layers go int8 largest first, and with validation images
+small early layers can carry most of the int8 error (activations with a wide per-image range,
+quantized per tensor at run time; onnxruntime's kernels on the shipped model). So layers go int8 largest first, and with validation images
 the walk stops at the first layer that would take the mean cosine to float below the target.
 Depthwise convs stay float: a few percent of the weights, and neither onnxruntime's ConvInteger
 nor XNNPACK runs them well in int8 (docs/quantization.md).

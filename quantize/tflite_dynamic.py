@@ -2,9 +2,10 @@
 layers chosen largest first while the mean cosine holds (docemb.quantize.dynamic).
 
 litert-torch's dynamic path quantizes every conv and linear and ignores the quantizer's module
-filters, so the early layers, whose activations a per-tensor int8 range cannot hold, went int8
-too. AI Edge Quantizer rewrites the float file instead and takes a recipe per op: only the ops
-chosen here become dynamic int8.
+filters, so the depthwise convolutions went int8 too: XNNPACK leaves them out of its graph, and
+on the shipped model they alone carried the drift (docs/quantization.md). AI Edge Quantizer
+rewrites the float file instead and takes a recipe per op: only the ops chosen here become
+dynamic int8.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from docemb.errors import DocembError
 from docemb.litert import quiet_conversion, tflite_embedder
 from docemb.quantize.dynamic import DynamicChoice, WeightedLayer, largest_first
 
-# op -> depthwise: XNNPACK has no dynamic int8 depthwise kernel, so those split the graph
+# op -> depthwise: XNNPACK leaves dynamic int8 depthwise convolutions out of its graph
 WEIGHTED_OPS = {"CONV_2D": False, "FULLY_CONNECTED": False, "DEPTHWISE_CONV_2D": True}
 
 
