@@ -45,18 +45,19 @@ def largest_first(
     layers: list[WeightedLayer],
     write: Callable[[list[str], Path], None],
     embed: Callable[[Path, np.ndarray], np.ndarray],
+    float_path: Path,
     out_path: Path,
-    reference: np.ndarray | None = None,
     validation: np.ndarray | None = None,
     cos_mean_target: float = 0.998,
 ) -> DynamicChoice:
     """Write `out_path` with the layers (largest first, depthwise left out) that keep the mean
-    cosine of `embed(file, validation)` to `reference` at the target; all of them without
-    validation images. `write(names, path)` writes a file with those layers in int8."""
+    cosine of `embed(file, validation)` to that of the float file at the target; all of them
+    without validation images. `write(names, path)` writes a file with those layers in int8."""
     layers = sorted(layers, key=lambda layer: -layer.parameters)
     chosen = [layer.name for layer in layers if not layer.depthwise]
     drift, met = None, None
     if validation is not None:
+        reference = embed(float_path, validation)
         trial_path = out_path.with_name(f"{out_path.stem}.trial{out_path.suffix}")
         candidates, chosen = chosen, []
         try:

@@ -73,15 +73,14 @@ def quantize_dynamic_int8(
             with quiet_onnxruntime():
                 quantize_dynamic(str(prepared), str(path), per_channel=True, weight_type=QuantType.QInt8, nodes_to_quantize=names)
 
-        reference = onnx_embedder(prepared)(validation) if validation is not None else None
         return largest_first(
             layers,
             write,
-            lambda path, images: onnx_embedder(path)(images),
-            Path(out_path),
-            reference,
-            validation,
-            cos_mean_target,
+            embed=lambda path, images: onnx_embedder(path)(images),
+            float_path=prepared,
+            out_path=Path(out_path),
+            validation=validation,
+            cos_mean_target=cos_mean_target,
         )
 
 

@@ -72,13 +72,12 @@ def quantize_dynamic_tflite(
     layers = weighted_ops(float_path)
     if not any(not layer.depthwise for layer in layers):
         raise DocembError(f"{float_path}: no conv or fully connected op with a constant weight to quantize")
-    reference = tflite_embedder(float_path)(validation) if validation is not None else None
     return largest_first(
         layers,
-        lambda scopes, path: write_dynamic(float_path, scopes, path),
-        lambda path, images: tflite_embedder(path)(images),
-        Path(out_path),
-        reference,
-        validation,
-        cos_mean_target,
+        write=lambda scopes, path: write_dynamic(float_path, scopes, path),
+        embed=lambda path, images: tflite_embedder(path)(images),
+        float_path=Path(float_path),
+        out_path=Path(out_path),
+        validation=validation,
+        cos_mean_target=cos_mean_target,
     )
