@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import tempfile
@@ -17,8 +18,10 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 FILE_NAME_ERRORS = "surrogateescape"
 
 
+@functools.cache
 def _file_mode() -> int:
-    """The mode open() would give a new file: mkstemp's 0600 would keep models from other users."""
+    """The mode open() would give a new file: mkstemp's 0600 would keep models from other users.
+    Read once: reading the umask sets it for a moment, which threads writing files must not see."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

@@ -103,12 +103,16 @@ def test_a_full_disk_during_a_write_keeps_the_previous_file(tmp_path, monkeypatc
 
 
 def test_a_written_file_gets_the_mode_a_plain_open_gives_it(tmp_path):
+    from docemb import atomic
+
     previous = os.umask(0o022)
+    atomic._file_mode.cache_clear()  # read once per process: this test sets its own umask
     try:
         write_text(tmp_path / "model.card.md", "card\n")
         (tmp_path / "plain.txt").write_text("plain\n")
     finally:
         os.umask(previous)
+        atomic._file_mode.cache_clear()
     modes = [oct((tmp_path / name).stat().st_mode & 0o777) for name in ("model.card.md", "plain.txt")]
     assert modes == [oct(0o644)] * 2  # not mkstemp's 0600: other users can read the models
 
